@@ -1,0 +1,146 @@
+"""The command line: parse options, run the proxy, map its ending to an exit status. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+import trio
+
+from . import __version__
+from .errors import EXIT_STATUSES
+from .options import MiB, ProxyOptions
+from .runner import run_proxy
+from .target import socket_path
+
+PROG = "codex-appserver"
+log = logging.getLogger("codex_appserver")
+
+
+def _exit_status_help() -> str:
+    rows = "\n".join(f"  {status:>3}  {meaning}" for status, meaning in EXIT_STATUSES)
+    return f"\b\nExit statuses:\n{rows}"
+
+
+PROXY_EPILOG = f"""\b
+Examples:
+  printf '%s\\n' '{{"method":"initialize","id":1,"params":{{"clientInfo":{{"name":"sh","version":"1"}}}}}}' \\
+    | codex-appserver proxy
+  codex-appserver proxy --sock /tmp/codex.sock < session.jsonl > replies.jsonl
+
+{_exit_status_help()}
+
+See 'man codex-appserver-proxy' for the full reference.
+"""
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    if quiet:
+        log.setLevel(logging.ERROR)
+    else:
+        log.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+def main() -> None:
+    """Reach a running Codex app-server from anything that speaks JSONL."""
+
+
+@main.command(epilog=PROXY_EPILOG)
+@click.option(
+    "--sock",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Control socket to connect to.  [default: $CODEX_HOME/app-server-control/app-server-control.sock]",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="After stdin EOF, how long to wait for the responses still owed.",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long connecting and the opening handshake may take.",
+)
+@click.option(
+    "--max-message-size",
+    type=click.IntRange(min=1),
+    default=64 * MiB,
+    show_default=True,
+    metavar="BYTES",
+    help="Longest stdin line sent; a longer one is reported and skipped.",
+)
+@click.option(
+    "--max-incoming-size",
+    type=click.IntRange(min=1),
+    default=256 * MiB,
+    show_default=True,
+    metavar="BYTES",
+    help="Largest message accepted from the app-server; a larger one closes with 1009.",
+)
+@click.option(
+    "--ping-interval",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Send a ping after this long with nothing received (0: never).",
+)
+@click.option(
+    "--ping-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up when a ping gets no answer within this long.",
+)
+@click.option("--strict", is_flag=True, help="Stop at the first stdin line that is not valid UTF-8 JSON.")
+@click.option("-v", "--verbose", count=True, help="Say more on stderr: -v connection events, -vv each message.")
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+def proxy(
+    sock: str | None,
+    drain_timeout: float,
+    connect_timeout: float,
+    max_message_size: int,
+    max_incoming_size: int,
+    ping_interval: float,
+    ping_timeout: float,
+    strict: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Relay JSONL on stdin/stdout to the Codex app-server's WebSocket.
+
+    Each stdin line is sent as one text message; each message from the app-server is written to stdout as one
+    line. At stdin EOF the proxy waits for the responses to the requests it sent, then closes.
+    """
+    _setup_logging(verbose, quiet)
+    options = ProxyOptions(
+        sock=socket_path(sock, os.environ, Path.cwd()),
+        drain_timeout=drain_timeout,
+        connect_timeout=connect_timeout,
+        max_message_size=max_message_size,
+        max_incoming_size=max_incoming_size,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        strict=strict,
+    )
+    ending = trio.run(run_proxy, options)
+    if ending.message:
+        log.log(logging.ERROR if ending.status else logging.WARNING, "%s", ending.message)
+    sys.exit(ending.status)

@@ -1,0 +1,101 @@
+"""Exception types and the one exit-status table.
+
+Every failure a user can cause is a :class:`ProxyError` subclass carrying its exit status; the CLI prints
+``codex-appserver: <message>`` and exits with that status. The statuses follow sysexits(3) where one fits.
+The table :data:`EXIT_STATUSES` is the single source for ``--help``, the README and the man page.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """Exit statuses of ``codex-appserver proxy``."""
+
+    OK = 0
+    SESSION_FAILED = 1
+    USAGE = 2
+    UNAVAILABLE = 69  # EX_UNAVAILABLE
+    IOERR = 74  # EX_IOERR
+    PROTOCOL = 76  # EX_PROTOCOL
+    NOPERM = 77  # EX_NOPERM
+    SIGHUP = 129
+    SIGINT = 130
+    SIGPIPE = 141
+    SIGTERM = 143
+
+
+#: (status, meaning) rows, in the order they are documented.
+EXIT_STATUSES: tuple[tuple[int, str], ...] = (
+    (0, "clean end: drained after stdin EOF, or the server closed with 1000 or 1001"),
+    (
+        1,
+        "the session failed after it was established: connection lost, server close with an error code, "
+        "drain timeout, keepalive timeout, a bad stdin line under --strict",
+    ),
+    (2, "usage error"),
+    (69, "no app-server to connect to: socket missing, connection refused, connect timeout"),
+    (74, "local I/O failure: reading stdin, writing stdout, the spool file"),
+    (
+        76,
+        "protocol failure: handshake refused or not HTTP, WebSocket protocol violation, invalid UTF-8 from the server",
+    ),
+    (77, "permission denied on the socket, or the handshake answered 401/403"),
+    (129, "SIGHUP received; the connection was closed with 1001 first"),
+    (130, "SIGINT received; the connection was closed with 1001 first"),
+    (141, "stdout was closed by its reader (EPIPE); the connection was closed with 1001 first"),
+    (143, "SIGTERM received; the connection was closed with 1001 first"),
+)
+
+
+class ProxyError(Exception):
+    """A failure with a one-line message for stderr and an exit status."""
+
+    status: ExitStatus = ExitStatus.SESSION_FAILED
+
+    def __init__(self, message: str, status: ExitStatus | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+    @property
+    def message(self) -> str:
+        """The one-line message, without the ``codex-appserver:`` prefix."""
+        return str(self.args[0])
+
+
+class ServerUnavailable(ProxyError):
+    """Nothing to connect to: the socket is missing, refuses connections, or does not answer in time (69)."""
+
+    status = ExitStatus.UNAVAILABLE
+
+
+class PermissionDenied(ProxyError):
+    """The socket is not ours to open, or the handshake was answered 401/403 (77)."""
+
+    status = ExitStatus.NOPERM
+
+
+class HandshakeFailed(ProxyError):
+    """The opening handshake (RFC 6455 §4.1) was refused or not HTTP at all (76)."""
+
+    status = ExitStatus.PROTOCOL
+
+
+class ProtocolViolation(ProxyError):
+    """The server broke RFC 6455 after the handshake, e.g. invalid UTF-8 in a text message (76)."""
+
+    status = ExitStatus.PROTOCOL
+
+
+class LocalIOError(ProxyError):
+    """Reading stdin or writing stdout failed for a reason other than EOF or EPIPE (74)."""
+
+    status = ExitStatus.IOERR
+
+
+class SessionFailed(ProxyError):
+    """The established session ended badly: connection lost, error close code, drain timeout (1)."""
+
+    status = ExitStatus.SESSION_FAILED

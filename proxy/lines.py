@@ -1,0 +1,100 @@
+"""Sans-I/O JSONL framing: bytes in, whole lines out; a WebSocket text message out as one line.
+
+Lines end at LF only (``\\n``). Codex output contains raw U+2028 and U+2029, which :meth:`str.splitlines`
+would wrongly treat as line breaks, so nothing here uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LineTooLong:
+    """A line longer than the limit, dropped whole. ``size`` is its length in bytes without the LF."""
+
+    number: int
+    size: int
+
+
+class LineSplitter:
+    """Split a byte stream into numbered lines.
+
+    A trailing CR is stripped; lines that are empty or whitespace only are skipped but still counted; a line
+    over ``max_line_bytes`` is not buffered beyond the limit and comes out as :class:`LineTooLong`.
+    Numbers start at 1.
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._max = max_line_bytes
+        self._partial = bytearray()
+        self._number = 0
+        self._discarding = 0  # bytes of an over-long line dropped so far; 0 when not dropping
+
+    @property
+    def line_count(self) -> int:
+        """How many lines (including blank ones) have ended so far."""
+        return self._number
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes] | LineTooLong]:
+        """Take the next chunk; return the lines it completes, in order."""
+        out: list[tuple[int, bytes] | LineTooLong] = []
+        pieces = data.split(b"\n")
+        last = pieces.pop()
+        for piece in pieces:
+            self._end_line(piece, out)
+        self._hold(last)
+        return out
+
+    def end(self) -> list[tuple[int, bytes] | LineTooLong]:
+        """Call at EOF: the last line when it had no LF."""
+        out: list[tuple[int, bytes] | LineTooLong] = []
+        if self._partial or self._discarding:
+            self._end_line(b"", out)
+        return out
+
+    def _hold(self, piece: bytes) -> None:
+        if self._discarding:
+            self._discarding += len(piece)
+        elif len(self._partial) + len(piece) > self._max + 1:  # +1: a CR that will be stripped
+            self._discarding = len(self._partial) + len(piece)
+            self._partial.clear()
+        else:
+            self._partial += piece
+
+    def _end_line(self, piece: bytes, out: list[tuple[int, bytes] | LineTooLong]) -> None:
+        self._number += 1
+        if self._discarding or len(self._partial) + len(piece) > self._max + 1:
+            size = self._discarding + len(self._partial) + len(piece)
+            self._discarding = 0
+            self._partial.clear()
+            out.append(LineTooLong(self._number, size))
+            return
+        if self._partial:
+            self._partial += piece
+            line = bytes(self._partial)
+            self._partial.clear()
+        else:
+            line = piece
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > self._max:
+            out.append(LineTooLong(self._number, len(line)))
+        elif line and not line.isspace():
+            out.append((self._number, line))
+
+
+def message_line(text: str) -> bytes:
+    """A text message as one JSONL line, LF included, in UTF-8.
+
+    Text with a raw CR or LF (Codex never sends one; another server might) is re-encoded as compact JSON, where
+    those characters are escaped (ASCII-only, so lone surrogates from ``\\ud800`` escapes stay valid UTF-8); text
+    that is not JSON is written as a JSON string, so it still fills exactly one line.
+    """
+    if "\n" in text or "\r" in text:
+        try:
+            text = json.dumps(json.loads(text), separators=(",", ":"))
+        except ValueError:
+            text = json.dumps(text)
+    return text.encode("utf-8") + b"\n"

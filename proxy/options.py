@@ -1,0 +1,26 @@
+"""The settings of one proxy run, as parsed by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+#: Codex's largest accepted frame when its 101 response does not say, in bytes.
+DEFAULT_MAX_FRAME_BYTES = 16 * MiB
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """What ``codex-appserver proxy`` was asked to do. Times are in seconds, sizes in bytes."""
+
+    sock: Path
+    drain_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    close_timeout: float = 2.0
+    max_message_size: int = 64 * MiB
+    max_incoming_size: int = 256 * MiB
+    ping_interval: float = 30.0
+    ping_timeout: float = 20.0
+    strict: bool = False

@@ -1,0 +1,419 @@
+"""The trio part: relay JSONL on stdio and WebSocket messages on the app-server connection, both ways at once.
+
+One nursery per connection, one task per direction and stream:
+
+- ``_read_stdin``: stdin bytes -> lines -> text messages, read no faster than the socket accepts;
+- ``_write_socket``: frames -> the socket, many frames per send;
+- ``_read_socket``: the socket -> wsproto events -> whole lines, many lines per stdout write;
+- ``_write_stdout``: lines -> stdout;
+- ``_keepalive``: pings when the connection is idle.
+
+Framing and JSON-RPC rules live in the sans-I/O modules (:mod:`proxy.lines`, :mod:`proxy.session`); this
+module only moves bytes and decides how the session ends (:class:`Ending`).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    TextMessage,
+)
+
+from .errors import ExitStatus
+from .handshake import HandshakeResponse
+from .lines import LineSplitter, LineTooLong, message_line
+from .options import DEFAULT_MAX_FRAME_BYTES, MiB, ProxyOptions
+from .outbox import Outbox
+from .session import BadLine, Session
+
+log = logging.getLogger("codex_appserver")
+
+#: Bytes asked for per read of the socket or stdin.
+RECEIVE_BYTES = 256 * 1024
+#: stdin is not read while this many bytes wait for the socket (backpressure), in bytes.
+SOCKET_HIGH_WATER = 1 * MiB
+
+#: RFC 6455 §7.4.1 close codes that end a session cleanly.
+CLEAN_CLOSE_CODES = frozenset({1000, 1001})
+GOING_AWAY = 1001
+NORMAL_CLOSURE = 1000
+MESSAGE_TOO_BIG = 1009
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a session ended: the exit status and the stderr line (None: say nothing)."""
+
+    status: int
+    message: str | None = None
+
+
+def utf8_fragments(text: str, limit: int) -> list[str]:
+    """Split *text* into pieces of at most *limit* bytes of UTF-8 each, never inside a character.
+
+    RFC 6455 §5.4 lets a text message be cut anywhere, but wsproto takes str, so cuts fall on characters.
+    """
+    data = text.encode("utf-8")
+    pieces: list[str] = []
+    start = 0
+    while start < len(data):
+        end = min(start + limit, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # a continuation byte: back up
+            end -= 1
+        pieces.append(data[start:end].decode("utf-8"))
+        start = end
+    return pieces
+
+
+class Relay:
+    """One established session: a WebSocket connection and the two stdio streams.
+
+    :param stream: the connected stream, handshake done.
+    :param response: the server's 101 response; its trailing bytes are the first WebSocket bytes.
+    """
+
+    def __init__(
+        self,
+        options: ProxyOptions,
+        where: Path | str,
+        stream: trio.abc.Stream,
+        response: HandshakeResponse,
+        stdin: trio.abc.ReceiveStream,
+        stdout: trio.abc.SendStream,
+    ) -> None:
+        self._options = options
+        self._where = where
+        self._stream = stream
+        self._stdin = stdin
+        self._stdout = stdout
+        self._ws = Connection(ConnectionType.CLIENT, trailing_data=response.trailing_data)
+        self._frame_limit = response.max_unfragmented_message_bytes or DEFAULT_MAX_FRAME_BYTES
+        self._session = Session()
+        self._to_socket = Outbox()
+        self._to_stdout = Outbox()
+        self._ending: Ending | None = None
+        self._close_code: int | None = None
+        self._ended = trio.Event()
+        self._drained = trio.Event()
+        self._socket_done = trio.Event()
+        self._stdin_scope = trio.CancelScope()
+        self._peer_eof = False
+        self._parts: list[str] = []
+        self._partial_size = 0
+        self._skipping = False  # dropping the rest of an over-long incoming message
+        self._binary_size = 0
+        self._last_receive = trio.current_time()
+
+    # -- how the session ends --------------------------------------------------------------------------
+
+    def end(self, status: int, message: str | None = None, close_code: int | None = None) -> None:
+        """Decide the ending (the first decision wins) and, with *close_code*, send a close frame with it."""
+        if self._ending is None:
+            self._ending = Ending(status, message)
+            self._close_code = close_code
+            self._ended.set()
+
+    @property
+    def ending_decided(self) -> bool:
+        """True once the session has decided how it ends (it may still be closing)."""
+        return self._ending is not None
+
+    def interrupt(self, signum: int) -> None:
+        """A signal arrived: close with 1001 (going away) and exit 128+*signum*."""
+        self.end(128 + signum, None, GOING_AWAY)
+
+    async def run(self) -> Ending:
+        """Relay until the session ends; return how it ended."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_socket)
+            nursery.start_soon(self._write_socket)
+            nursery.start_soon(self._write_stdout)
+            nursery.start_soon(self._read_stdin)
+            if self._options.ping_interval > 0:
+                nursery.start_soon(self._keepalive)
+            await self._ended.wait()
+            await self._shut_down()
+            nursery.cancel_scope.cancel()
+        assert self._ending is not None
+        return self._ending
+
+    async def _shut_down(self) -> None:
+        assert self._ending is not None
+        self._stdin_scope.cancel()
+        if self._close_code is not None and self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            self._send(CloseConnection(code=self._close_code))
+        with trio.move_on_after(self._options.close_timeout):
+            await self._to_socket.wait_flushed()
+            if self._ws.state is ConnectionState.LOCAL_CLOSING:
+                await self._socket_done.wait()  # the server's close frame, or EOF (Codex never sends one)
+        # Whole lines that arrived are owed to stdout; after a signal, only as long as the close timeout.
+        if self._ending.status >= 128:
+            with trio.move_on_after(self._options.close_timeout):
+                await self._to_stdout.wait_flushed()
+        else:
+            await self._to_stdout.wait_flushed()
+
+    # -- stdin -> socket -------------------------------------------------------------------------------
+
+    async def _read_stdin(self) -> None:
+        with self._stdin_scope:
+            splitter = LineSplitter(self._options.max_message_size)
+            while True:
+                await self._to_socket.wait_below(SOCKET_HIGH_WATER)
+                try:
+                    chunk = await self._stdin.receive_some(RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self.end(ExitStatus.IOERR, f"cannot read stdin: {_reason(exc)}", NORMAL_CLOSURE)
+                    return
+                if not chunk:
+                    break
+                if not self._forward(splitter.feed(bytes(chunk))):
+                    return
+            if not self._forward(splitter.end()):
+                return
+            await self._drain(splitter.line_count)
+
+    async def _drain(self, lines: int) -> None:
+        self._session.close_stdin()
+        log.info("stdin EOF after %d lines; %d responses outstanding", lines, self._session.outstanding)
+        if not self._session.drained:
+            with trio.move_on_after(self._options.drain_timeout):
+                await self._drained.wait()
+        if self._session.drained:
+            self.end(ExitStatus.OK, None, NORMAL_CLOSURE)
+        else:
+            missing = self._session.outstanding
+            self.end(
+                ExitStatus.SESSION_FAILED,
+                f"drain timeout: {missing} response{'s' if missing != 1 else ''} still missing from the app-server "
+                f"{self._options.drain_timeout:g} s after stdin EOF; raise --drain-timeout to wait longer",
+                NORMAL_CLOSURE,
+            )
+
+    def _forward(self, items: list[tuple[int, bytes] | LineTooLong]) -> bool:
+        """Send the lines as text messages; False once nothing more may be sent."""
+        for item in items:
+            if self._ws.state is not ConnectionState.OPEN:
+                return False
+            if isinstance(item, LineTooLong):
+                reason = f"{item.size} bytes, over --max-message-size ({self._options.max_message_size} bytes)"
+                if not self._bad_line(BadLine(item.number, reason)):
+                    return False
+                continue
+            number, line = item
+            text = self._session.outgoing(number, line)
+            if isinstance(text, BadLine):
+                if not self._bad_line(text):
+                    return False
+                continue
+            self._send_text(text)
+        return self._ws.state is ConnectionState.OPEN
+
+    def _bad_line(self, bad: BadLine) -> bool:
+        if self._options.strict:
+            self.end(
+                ExitStatus.SESSION_FAILED,
+                f"stdin line {bad.number} is {bad.reason}; stopped because of --strict",
+                NORMAL_CLOSURE,
+            )
+            return False
+        log.warning("stdin line %d is %s; not sent", bad.number, bad.reason)
+        return True
+
+    def _send_text(self, text: str) -> None:
+        # len(text) * 4 bounds the UTF-8 size without encoding: the common, small case stays cheap.
+        if len(text) * 4 <= self._frame_limit or len(text.encode("utf-8")) <= self._frame_limit:
+            self._send(TextMessage(data=text))
+            return
+        pieces = utf8_fragments(text, self._frame_limit)
+        for index, piece in enumerate(pieces):
+            self._send(TextMessage(data=piece, message_finished=index == len(pieces) - 1))
+
+    def _send(self, event: Event) -> None:
+        self._to_socket.put(self._ws.send(event))
+
+    async def _write_socket(self) -> None:
+        while True:
+            data = await self._to_socket.take()
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._to_socket.close()
+                self.end(
+                    ExitStatus.SESSION_FAILED,
+                    f"lost the connection to the app-server at {self._where} ({_reason(exc)})",
+                )
+                return
+            self._to_socket.done()
+
+    # -- socket -> stdout ------------------------------------------------------------------------------
+
+    async def _read_socket(self) -> None:
+        try:
+            while self._handle_events():
+                try:
+                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""  # ECONNRESET: the same as EOF without a close frame
+                self._last_receive = trio.current_time()
+                if data:
+                    self._ws.receive_data(bytes(data))
+                else:
+                    self._peer_eof = True
+                    self._ws.receive_data(None)
+        finally:
+            self._socket_done.set()
+
+    def _handle_events(self) -> bool:
+        """Turn pending wsproto events into stdout lines and replies; False once the connection is over."""
+        lines: list[bytes] = []
+        going_on = True
+        for event in self._ws.events():
+            if isinstance(event, TextMessage):
+                line = self._text(event)
+                if line is not None:
+                    lines.append(line)
+            elif isinstance(event, BytesMessage):
+                self._binary(event)
+            elif isinstance(event, Ping):
+                if self._ws.state is ConnectionState.OPEN:
+                    self._send(event.response())
+            elif isinstance(event, CloseConnection):
+                self._closed(event)
+                going_on = False
+                break
+        if lines:
+            self._to_stdout.put(b"".join(lines))
+        if self._session.drained:
+            self._drained.set()
+        return going_on
+
+    def _text(self, event: TextMessage) -> bytes | None:
+        if self._skipping:
+            self._skipping = not event.message_finished
+            return None
+        if not event.message_finished:
+            self._parts.append(event.data)
+            self._partial_size += len(event.data)
+            if self._partial_size > self._options.max_incoming_size:
+                self._too_big(self._partial_size)
+            return None
+        if self._parts:
+            self._parts.append(event.data)
+            text = "".join(self._parts)
+            self._parts = []
+            self._partial_size = 0
+        else:
+            text = event.data
+        line = message_line(text)
+        if len(line) - 1 > self._options.max_incoming_size:
+            self._too_big(len(line) - 1)
+            self._skipping = False  # this message is complete: nothing more of it to drop
+            return None
+        self._session.incoming(text)
+        return line
+
+    def _binary(self, event: BytesMessage) -> None:
+        self._binary_size += len(event.data)
+        if event.message_finished:
+            log.warning(
+                "the app-server sent a binary message (%d bytes); not written to stdout, which carries text only",
+                self._binary_size,
+            )
+            self._binary_size = 0
+
+    def _too_big(self, size: int) -> None:
+        self._parts = []
+        self._partial_size = 0
+        self._skipping = True
+        self.end(
+            ExitStatus.SESSION_FAILED,
+            f"the app-server sent a message of at least {size} bytes, over --max-incoming-size "
+            f"({self._options.max_incoming_size} bytes); closed with {MESSAGE_TOO_BIG}",
+            MESSAGE_TOO_BIG,
+        )
+
+    def _closed(self, event: CloseConnection) -> None:
+        state = self._ws.state
+        if self._peer_eof:
+            if self._ending is None:
+                self.end(ExitStatus.SESSION_FAILED, self._lost_message())
+        elif state is ConnectionState.REMOTE_CLOSING:
+            self._send(event.response())
+            code = int(event.code)
+            reason = f" {event.reason}" if event.reason else ""
+            status = ExitStatus.OK if code in CLEAN_CLOSE_CODES else ExitStatus.SESSION_FAILED
+            self.end(status, f"the app-server at {self._where} closed the connection ({code}{reason})")
+        elif state is not ConnectionState.CLOSED:  # wsproto failed to parse what the server sent
+            self.end(
+                ExitStatus.PROTOCOL,
+                f"the app-server at {self._where} broke the WebSocket protocol: {event.reason}; "
+                f"closed with {int(event.code)}",
+                int(event.code),
+            )
+
+    def _lost_message(self) -> str:
+        message = f"lost the connection to the app-server at {self._where}: it closed without a close frame"
+        if self._parts:
+            message += f", in the middle of a message ({self._partial_size} characters dropped)"
+        outstanding = self._session.outstanding
+        if outstanding:
+            message += f"; {outstanding} request{'s' if outstanding != 1 else ''} unanswered"
+        return message
+
+    async def _write_stdout(self) -> None:
+        while True:
+            data = await self._to_stdout.take()
+            try:
+                await self._stdout.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._to_stdout.close()
+                if _errno(exc) == errno.EPIPE:
+                    self.end(ExitStatus.SIGPIPE, None, GOING_AWAY)  # the reader left: quietly, like SIGPIPE
+                else:
+                    self.end(ExitStatus.IOERR, f"cannot write to stdout: {_reason(exc)}", GOING_AWAY)
+                return
+            self._to_stdout.done()
+
+    # -- keepalive -------------------------------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        interval = self._options.ping_interval
+        timeout = self._options.ping_timeout
+        while self._ws.state is ConnectionState.OPEN:
+            due = self._last_receive + interval
+            if trio.current_time() < due:
+                await trio.sleep_until(due)
+                continue
+            sent_at = trio.current_time()
+            self._send(Ping(payload=b"codex-appserver keepalive"))
+            await trio.sleep(timeout)
+            if self._last_receive <= sent_at:  # no pong, nor anything else, since the ping
+                self.end(
+                    ExitStatus.SESSION_FAILED,
+                    f"the app-server at {self._where} stopped answering: no pong within {timeout:g} s "
+                    "of a ping; see --ping-interval and --ping-timeout",
+                    GOING_AWAY,
+                )
+                return
+
+
+def _errno(exc: BaseException) -> int | None:
+    cause = exc.__cause__ or exc.__context__
+    return cause.errno if isinstance(cause, OSError) else getattr(exc, "errno", None)
+
+
+def _reason(exc: BaseException) -> str:
+    code = _errno(exc)
+    return os.strerror(code) if code else (str(exc) or type(exc).__name__)
