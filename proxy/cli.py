@@ -109,6 +109,23 @@ def main() -> None:
     metavar="SECONDS",
     help="Give up when a ping gets no answer within this long.",
 )
+@click.option(
+    "--spool-limit",
+    type=click.IntRange(min=0),
+    default=1024 * MiB,
+    show_default=True,
+    metavar="BYTES",
+    help="Disk the proxy may use ($TMPDIR) for output stdout has not taken yet; past it, exit 74.",
+)
+@click.option(
+    "--overload-retries",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    metavar="N",
+    help="Resend a request answered -32001 (server overloaded) up to N times, backing off 50 ms doubling to 2 s.",
+)
+@click.option("--no-overload-retry", is_flag=True, help="Pass -32001 errors on at once (same as --overload-retries 0).")
 @click.option("--strict", is_flag=True, help="Stop at the first stdin line that is not valid UTF-8 JSON.")
 @click.option("-v", "--verbose", count=True, help="Say more on stderr: -v connection events, -vv each message.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
@@ -120,6 +137,9 @@ def proxy(
     max_incoming_size: int,
     ping_interval: float,
     ping_timeout: float,
+    spool_limit: int,
+    overload_retries: int,
+    no_overload_retry: bool,
     strict: bool,
     verbose: int,
     quiet: bool,
@@ -139,6 +159,8 @@ def proxy(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         strict=strict,
+        spool_limit=spool_limit,
+        overload_retries=0 if no_overload_retry else overload_retries,
     )
     ending = trio.run(run_proxy, options)
     if ending.message:

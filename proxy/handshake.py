@@ -92,6 +92,8 @@ class ClientHandshake:
         :raises HandshakeFailed: not HTTP, a refusal (non-101), a bad ``Sec-WebSocket-Accept``, EOF early.
         :raises PermissionDenied: the refusal was 401 or 403.
         """
+        if not data and self._refusal is None:
+            self._eof()
         try:
             self._conn.receive_data(data)
             while True:

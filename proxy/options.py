@@ -24,3 +24,6 @@ class ProxyOptions:
     ping_interval: float = 30.0
     ping_timeout: float = 20.0
     strict: bool = False
+    overload_retries: int = 8
+    spool_limit: int = 1024 * MiB
+    spool_dir: str | None = None

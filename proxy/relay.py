@@ -30,12 +30,13 @@ from wsproto.events import (
     TextMessage,
 )
 
-from .errors import ExitStatus
+from .errors import ExitStatus, ProxyError
 from .handshake import HandshakeResponse
 from .lines import LineSplitter, LineTooLong, message_line
 from .options import DEFAULT_MAX_FRAME_BYTES, MiB, ProxyOptions
 from .outbox import Outbox
-from .session import BadLine, Session
+from .session import BadLine, Retry, Session
+from .spool import Spool
 
 log = logging.getLogger("codex_appserver")
 
@@ -43,6 +44,8 @@ log = logging.getLogger("codex_appserver")
 RECEIVE_BYTES = 256 * 1024
 #: stdin is not read while this many bytes wait for the socket (backpressure), in bytes.
 SOCKET_HIGH_WATER = 1 * MiB
+#: Output for stdout kept in memory before it goes to the spool file, in bytes.
+STDOUT_MEMORY_BYTES = 8 * MiB
 
 #: RFC 6455 §7.4.1 close codes that end a session cleanly.
 CLEAN_CLOSE_CODES = frozenset({1000, 1001})
@@ -99,9 +102,9 @@ class Relay:
         self._stdout = stdout
         self._ws = Connection(ConnectionType.CLIENT, trailing_data=response.trailing_data)
         self._frame_limit = response.max_unfragmented_message_bytes or DEFAULT_MAX_FRAME_BYTES
-        self._session = Session()
+        self._session = Session(overload_retries=options.overload_retries)
         self._to_socket = Outbox()
-        self._to_stdout = Outbox()
+        self._to_stdout = Outbox(STDOUT_MEMORY_BYTES, Spool(options.spool_limit, options.spool_dir))
         self._ending: Ending | None = None
         self._close_code: int | None = None
         self._ended = trio.Event()
@@ -136,6 +139,7 @@ class Relay:
     async def run(self) -> Ending:
         """Relay until the session ends; return how it ended."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._read_socket)
             nursery.start_soon(self._write_socket)
             nursery.start_soon(self._write_stdout)
@@ -145,6 +149,7 @@ class Relay:
             await self._ended.wait()
             await self._shut_down()
             nursery.cancel_scope.cancel()
+        self._to_stdout.close()  # deletes the spool file now rather than at exit
         assert self._ending is not None
         return self._ending
 
@@ -157,12 +162,8 @@ class Relay:
             await self._to_socket.wait_flushed()
             if self._ws.state is ConnectionState.LOCAL_CLOSING:
                 await self._socket_done.wait()  # the server's close frame, or EOF (Codex never sends one)
-        # Whole lines that arrived are owed to stdout; after a signal, only as long as the close timeout.
-        if self._ending.status >= 128:
-            with trio.move_on_after(self._options.close_timeout):
-                await self._to_stdout.wait_flushed()
-        else:
-            await self._to_stdout.wait_flushed()
+        # Every whole line that arrived is owed to stdout, however slow its reader; a second signal cuts this short.
+        await self._to_stdout.wait_flushed()
 
     # -- stdin -> socket -------------------------------------------------------------------------------
 
@@ -261,7 +262,7 @@ class Relay:
 
     async def _read_socket(self) -> None:
         try:
-            while self._handle_events():
+            while self._handle_events_or_end():
                 try:
                     data = await self._stream.receive_some(RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -274,6 +275,14 @@ class Relay:
                     self._ws.receive_data(None)
         finally:
             self._socket_done.set()
+
+    def _handle_events_or_end(self) -> bool:
+        try:
+            return self._handle_events()
+        except ProxyError as exc:  # the spool is full or its disk failed
+            self._to_stdout.close()
+            self.end(exc.status, exc.message, GOING_AWAY)
+            return False
 
     def _handle_events(self) -> bool:
         """Turn pending wsproto events into stdout lines and replies; False once the connection is over."""
@@ -321,8 +330,17 @@ class Relay:
             self._too_big(len(line) - 1)
             self._skipping = False  # this message is complete: nothing more of it to drop
             return None
-        self._session.incoming(text)
+        retry = self._session.incoming(text)
+        if retry is not None:
+            self._nursery.start_soon(self._resend, retry)
+            return None
         return line
+
+    async def _resend(self, retry: Retry) -> None:
+        log.info("the app-server is overloaded; retry %d of a request in %.3f s", retry.attempt, retry.delay)
+        await trio.sleep(retry.delay)
+        if self._ws.state is ConnectionState.OPEN and self._ending is None:
+            self._send_text(retry.text)
 
     def _binary(self, event: BytesMessage) -> None:
         self._binary_size += len(event.data)

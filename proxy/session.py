@@ -9,6 +9,7 @@ responses arrive, and says when the session has drained after stdin EOF.
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from dataclasses import dataclass
 
@@ -23,6 +24,28 @@ class BadLine:
     reason: str
 
 
+@dataclass(frozen=True)
+class Retry:
+    """Send *text* (the request, unchanged, same id) again after *delay* seconds; its error is not delivered."""
+
+    text: str
+    delay: float
+    attempt: int
+
+
+#: Codex's JSON-RPC error code for a full intake queue ("Server overloaded; retry later.").
+OVERLOADED = -32001
+#: Backoff before retry n (1-based): a random time in [base/2, base], base = 50 ms doubling, capped at 2 s.
+BACKOFF_FIRST = 0.05
+BACKOFF_CAP = 2.0
+
+
+def backoff_delay(attempt: int, rng: random.Random) -> float:
+    """Seconds to wait before retry *attempt* (1, 2, ...): exponential, capped, with jitter ("equal jitter")."""
+    base = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (attempt - 1))
+    return rng.uniform(base / 2, base)
+
+
 def id_key(value: object) -> IdKey | None:
     """A hashable key for a JSON-RPC id that keeps ``1`` and ``"1"`` apart; None for null or non-ids."""
     if isinstance(value, str):
@@ -35,9 +58,14 @@ def id_key(value: object) -> IdKey | None:
 class Session:
     """Requests in flight and the drain rule (stdin EOF and every forwarded request answered)."""
 
-    def __init__(self) -> None:
+    def __init__(self, overload_retries: int = 0, rng: random.Random | None = None) -> None:
+        """:param overload_retries: how often a request answered ``-32001`` is sent again (0: never)."""
         self._outstanding: Counter[IdKey] = Counter()
         self._stdin_closed = False
+        self._retries = overload_retries
+        self._rng = rng or random.Random()
+        self._requests: dict[IdKey, str] = {}  # texts of requests in flight, kept only for retries
+        self._attempts: Counter[IdKey] = Counter()
 
     @property
     def outstanding(self) -> int:
@@ -76,20 +104,44 @@ class Session:
             key = id_key(message.get("id"))
             if key is not None:
                 self._outstanding[key] += 1
+                if self._retries:
+                    self._requests[key] = text
         return text
 
-    def incoming(self, text: str) -> None:
-        """Look at a message from the server; a response crosses its request off."""
+    def incoming(self, text: str) -> Retry | None:
+        """Look at a message from the server: a response crosses its request off.
+
+        :returns: a :class:`Retry` when the message is an overload error (``-32001``) for a request that has
+            retries left: then the message is not to be delivered and the request stays outstanding.
+        """
         if not self._outstanding or ('"id"' not in text and "\\u" not in text):
-            return  # cannot be a response we wait for: skip the parse on the hot path
+            return None  # cannot be a response we wait for: skip the parse on the hot path
         try:
             message = json.loads(text)
         except ValueError:
-            return
+            return None
         if not isinstance(message, dict) or "method" in message:
-            return
+            return None
         key = id_key(message.get("id"))
-        if key is not None and self._outstanding[key]:
-            self._outstanding[key] -= 1
-            if not self._outstanding[key]:
-                del self._outstanding[key]
+        if key is None or not self._outstanding[key]:
+            return None
+        retry = self._retry(key, message)
+        if retry is not None:
+            return retry
+        self._outstanding[key] -= 1
+        if not self._outstanding[key]:
+            del self._outstanding[key]
+            self._requests.pop(key, None)
+            self._attempts.pop(key, None)
+        return None
+
+    def _retry(self, key: IdKey, message: dict[str, object]) -> Retry | None:
+        error = message.get("error")
+        if not isinstance(error, dict) or error.get("code") != OVERLOADED:
+            return None
+        text = self._requests.get(key)
+        if text is None or self._outstanding[key] != 1 or self._attempts[key] >= self._retries:
+            return None  # retries used up, or the id is ambiguous: deliver the error
+        self._attempts[key] += 1
+        attempt = self._attempts[key]
+        return Retry(text, backoff_delay(attempt, self._rng), attempt)

@@ -1,0 +1,73 @@
+"""A first-in, first-out byte store in an unlinked temporary file, for output the stdout reader is not taking.
+
+Plain synchronous file I/O: the file lives in the page cache, so appends and reads cost a memory copy, and an
+unlinked :func:`tempfile.TemporaryFile` disappears with the process however it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import BinaryIO
+
+from .errors import LocalIOError
+
+
+class Spool:
+    """Bytes appended at the end and read from the front, at most *limit* bytes held at once.
+
+    :param limit: the most bytes the file may hold, in bytes (``--spool-limit``).
+    :param directory: where the file goes; None for the default temporary folder (``$TMPDIR``).
+    :raises LocalIOError: from :meth:`append`, past *limit* or when the disk fails (exit status 74).
+    """
+
+    def __init__(self, limit: int, directory: str | None = None) -> None:
+        self._limit = limit
+        self._directory = directory
+        self._file: BinaryIO | None = None
+        self._read_at = 0
+        self._write_at = 0
+
+    def __len__(self) -> int:
+        """Bytes appended and not yet read."""
+        return self._write_at - self._read_at
+
+    def append(self, data: bytes | bytearray) -> None:
+        """Add *data* at the end."""
+        if self._write_at + len(data) > self._limit:
+            raise LocalIOError(
+                f"stdout is not being read and the spool is full ({self._limit} bytes, --spool-limit); "
+                "read the proxy's stdout faster or raise --spool-limit"
+            )
+        try:
+            if self._file is None:
+                # Kept open for the spool's life and closed in close(); unlinked from the start.
+                self._file = tempfile.TemporaryFile(prefix="codex-appserver-spool-", dir=self._directory)  # noqa: SIM115
+            os.pwrite(self._file.fileno(), data, self._write_at)
+        except OSError as exc:
+            where = self._directory or tempfile.gettempdir()
+            raise LocalIOError(
+                f"cannot write the spool file in {where}: {exc.strerror}; free space or set TMPDIR"
+            ) from None
+        self._write_at += len(data)
+
+    def read(self, size: int) -> bytes:
+        """Take up to *size* bytes from the front (``b""`` when empty)."""
+        if self._file is None or not len(self):
+            return b""
+        try:
+            data = os.pread(self._file.fileno(), min(size, len(self)), self._read_at)
+        except OSError as exc:
+            raise LocalIOError(f"cannot read the spool file: {exc.strerror}") from None
+        self._read_at += len(data)
+        if self._read_at == self._write_at:  # empty again: start over at offset 0, give the disk back
+            self._read_at = self._write_at = 0
+            self._file.truncate(0)
+        return data
+
+    def close(self) -> None:
+        """Delete the file now."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._read_at = self._write_at = 0

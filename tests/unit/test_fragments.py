@@ -1,0 +1,34 @@
+"""Outgoing fragmentation (RFC 6455 §5.4): pieces within the byte limit, cut on characters, joined equal."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import TextMessage
+
+from proxy.relay import utf8_fragments
+
+texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
+
+
+@given(text=texts, limit=st.integers(min_value=4, max_value=64))
+def test_pieces_join_to_the_text_and_fit_the_limit(text: str, limit: int) -> None:
+    pieces = utf8_fragments(text, limit)
+    assert "".join(pieces) == text
+    assert all(0 < len(piece.encode()) <= limit for piece in pieces)
+
+
+@given(text=texts, limit=st.integers(min_value=4, max_value=64))
+def test_wsproto_peer_reassembles_the_fragments(text: str, limit: int) -> None:
+    client = Connection(ConnectionType.CLIENT)
+    server = Connection(ConnectionType.SERVER)
+    pieces = utf8_fragments(text, limit) or [""]
+    wire = b"".join(
+        client.send(TextMessage(data=piece, message_finished=i == len(pieces) - 1)) for i, piece in enumerate(pieces)
+    )
+    server.receive_data(wire)
+    events = list(server.events())
+    assert all(isinstance(e, TextMessage) for e in events)
+    assert "".join(e.data for e in events if isinstance(e, TextMessage)) == text
+    assert isinstance(events[-1], TextMessage) and events[-1].message_finished

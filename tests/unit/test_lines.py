@@ -1,0 +1,104 @@
+"""LF-only line framing of stdin and one-line encoding of messages (proxy.lines)."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.lines import LineSplitter, LineTooLong, message_line
+
+
+def split_all(chunks: list[bytes], max_line_bytes: int = 1 << 20) -> list[tuple[int, bytes] | LineTooLong]:
+    splitter = LineSplitter(max_line_bytes)
+    out: list[tuple[int, bytes] | LineTooLong] = []
+    for chunk in chunks:
+        out += splitter.feed(chunk)
+    return out + splitter.end()
+
+
+def test_lines_split_on_lf_only_and_keep_unicode_separators() -> None:
+    data = '{"a":"x\u2028y\u2029z\x0b\x0c\x1c\x85"}\n{"b":1}\n'.encode()
+    assert split_all([data]) == [(1, '{"a":"x\u2028y\u2029z\x0b\x0c\x1c\x85"}'.encode()), (2, b'{"b":1}')]
+
+
+def test_trailing_cr_stripped_once() -> None:
+    assert split_all([b"a\r\nb\r\r\n"]) == [(1, b"a"), (2, b"b\r")]
+
+
+def test_blank_and_whitespace_lines_skipped_but_counted() -> None:
+    assert split_all([b"\n \t\n\r\n1\n"]) == [(4, b"1")]
+
+
+def test_last_line_without_lf_is_kept() -> None:
+    assert split_all([b"1\n2"]) == [(1, b"1"), (2, b"2")]
+    assert split_all([b"1\n"]) == [(1, b"1")]
+    assert split_all([]) == []
+
+
+def test_line_over_the_limit_reported_with_number_and_size_and_dropped() -> None:
+    out = split_all([b"ok\n", b"x" * 5, b"x" * 6, b"\nafter\n"], max_line_bytes=10)
+    assert out == [(1, b"ok"), LineTooLong(2, 11), (3, b"after")]
+
+
+def test_line_exactly_at_the_limit_passes_even_with_cr() -> None:
+    assert split_all([b"x" * 10 + b"\r\n"], max_line_bytes=10) == [(1, b"x" * 10)]
+
+
+def test_over_long_last_line_without_lf() -> None:
+    assert split_all([b"x" * 30], max_line_bytes=10) == [LineTooLong(1, 30)]
+
+
+def test_over_long_line_is_not_buffered() -> None:
+    splitter = LineSplitter(10)
+    for _ in range(1000):
+        splitter.feed(b"y" * 1000)
+    assert len(splitter._partial) == 0  # memory stays bounded while dropping
+    assert splitter.feed(b"\n") == [LineTooLong(1, 1_000_000)]
+
+
+lines_strategy = st.lists(
+    st.text(alphabet=st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=40).map(
+        lambda s: s.encode()
+    ),
+    max_size=20,
+)
+
+
+@given(lines=lines_strategy, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30))
+def test_any_chunking_gives_the_same_lines(lines: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    whole = split_all([data])
+    points = sorted({min(c, len(data)) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    assert split_all(chunks) == whole  # chunks may cut multi-byte characters anywhere
+    expected = [
+        (n, line.removesuffix(b"\r"))
+        for n, line in enumerate(lines, 1)
+        if line.removesuffix(b"\r") and not line.removesuffix(b"\r").isspace()
+    ]
+    assert whole == expected
+
+
+def test_message_line_plain_text_is_written_as_is() -> None:
+    assert message_line('{"a":"\u2028é"}') == '{"a":"\u2028é"}\n'.encode()
+
+
+def test_message_line_reencodes_raw_newlines_as_compact_json() -> None:
+    line = message_line('{\n  "a": [1,\r\n 2],\n"b": "x"\n}')
+    assert line == b'{"a":[1,2],"b":"x"}\n'
+
+
+def test_message_line_non_json_with_newline_becomes_a_json_string() -> None:
+    line = message_line("not json\nat all")
+    assert line == b'"not json\\nat all"\n'
+    assert json.loads(line) == "not json\nat all"
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(), lambda c: st.lists(c) | st.dictionaries(st.text(), c)))
+def test_message_line_is_always_exactly_one_line_holding_the_same_json(value: object) -> None:
+    text = json.dumps(value, indent=1, ensure_ascii=False)
+    line = message_line(text)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == value
