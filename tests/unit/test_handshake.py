@@ -98,7 +98,9 @@ def test_refusal_names_status_and_body_start() -> None:
     with pytest.raises(HandshakeFailed) as caught:
         handshake.receive_data(data)
     assert caught.value.status == ExitStatus.PROTOCOL
-    assert caught.value.message.startswith("the server refused the opening handshake with 400 Bad Request: no such thing x")
+    assert caught.value.message.startswith(
+        "the server refused the opening handshake with 400 Bad Request: no such thing x"
+    )
     assert len(caught.value.message) < 300
 
 

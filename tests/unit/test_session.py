@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from proxy.session import BadLine, Session, id_key
+import json
+import random
+
+from proxy.session import BadLine, Retry, Session, backoff_delay, id_key
 
 
 def test_request_ids_tracked_until_their_responses_in_any_order() -> None:
@@ -75,3 +78,46 @@ def test_id_key() -> None:
     assert id_key(1) != id_key("1")
     assert id_key(True) is None and id_key(None) is None and id_key([1]) is None
     assert id_key(1) == id_key(1.0)
+
+
+def overloaded(id_: object) -> str:
+    return json.dumps({"id": id_, "error": {"code": -32001, "message": "Server overloaded; retry later."}})
+
+
+def test_overload_error_is_retried_with_the_same_request_then_delivered() -> None:
+    session = Session(overload_retries=2, rng=random.Random(1))
+    request = '{"method":"thread/list","id":9,"params":{}}'
+    session.outgoing(1, request.encode())
+    first = session.incoming(overloaded(9))
+    assert isinstance(first, Retry) and first.text == request and first.attempt == 1
+    second = session.incoming(overloaded(9))
+    assert isinstance(second, Retry) and second.attempt == 2
+    assert session.outstanding == 1
+    assert session.incoming(overloaded(9)) is None  # retries used up: the error is delivered
+    assert session.outstanding == 0
+
+
+def test_success_after_retry_forgets_the_attempts() -> None:
+    session = Session(overload_retries=1, rng=random.Random(1))
+    session.outgoing(1, b'{"method":"a","id":1}')
+    assert session.incoming(overloaded(1)) is not None
+    assert session.incoming('{"id":1,"result":{}}') is None
+    session.outgoing(2, b'{"method":"a","id":1}')  # the id reused later gets its own retries
+    assert session.incoming(overloaded(1)) is not None
+
+
+def test_other_errors_and_disabled_retries_are_delivered() -> None:
+    session = Session(overload_retries=3)
+    session.outgoing(1, b'{"method":"a","id":1}')
+    assert session.incoming('{"id":1,"error":{"code":-32600,"message":"Not initialized"}}') is None
+    plain = Session()
+    plain.outgoing(1, b'{"method":"a","id":1}')
+    assert plain.incoming(overloaded(1)) is None
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    rng = random.Random(7)
+    for attempt, base in [(1, 0.05), (2, 0.1), (3, 0.2), (6, 1.6), (7, 2.0), (20, 2.0)]:
+        delays = [backoff_delay(attempt, rng) for _ in range(50)]
+        assert all(base / 2 <= d <= base for d in delays)
+        assert len(set(delays)) > 1
