@@ -33,6 +33,7 @@ from wsproto.events import (
 from .errors import ExitStatus, ProxyError
 from .handshake import HandshakeResponse
 from .lines import LineSplitter, LineTooLong, message_line
+from .messages import MessageAssembler, TooBig, fragments
 from .options import DEFAULT_MAX_FRAME_BYTES, MiB, ProxyOptions
 from .outbox import Outbox
 from .session import BadLine, Retry, Session
@@ -60,23 +61,6 @@ class Ending:
 
     status: int
     message: str | None = None
-
-
-def utf8_fragments(text: str, limit: int) -> list[str]:
-    """Split *text* into pieces of at most *limit* bytes of UTF-8 each, never inside a character.
-
-    RFC 6455 §5.4 lets a text message be cut anywhere, but wsproto takes str, so cuts fall on characters.
-    """
-    data = text.encode("utf-8")
-    pieces: list[str] = []
-    start = 0
-    while start < len(data):
-        end = min(start + limit, len(data))
-        while end < len(data) and data[end] & 0xC0 == 0x80:  # a continuation byte: back up
-            end -= 1
-        pieces.append(data[start:end].decode("utf-8"))
-        start = end
-    return pieces
 
 
 class Relay:
@@ -112,10 +96,7 @@ class Relay:
         self._socket_done = trio.Event()
         self._stdin_scope = trio.CancelScope()
         self._peer_eof = False
-        self._parts: list[str] = []
-        self._partial_size = 0
-        self._skipping = False  # dropping the rest of an over-long incoming message
-        self._binary_size = 0
+        self._messages = MessageAssembler(options.max_incoming_size)
         self._last_receive = trio.current_time()
 
     # -- how the session ends --------------------------------------------------------------------------
@@ -233,11 +214,7 @@ class Relay:
         return True
 
     def _send_text(self, text: str) -> None:
-        # len(text) * 4 bounds the UTF-8 size without encoding: the common, small case stays cheap.
-        if len(text) * 4 <= self._frame_limit or len(text.encode("utf-8")) <= self._frame_limit:
-            self._send(TextMessage(data=text))
-            return
-        pieces = utf8_fragments(text, self._frame_limit)
+        pieces = fragments(text, self._frame_limit)
         for index, piece in enumerate(pieces):
             self._send(TextMessage(data=piece, message_finished=index == len(pieces) - 1))
 
@@ -309,32 +286,22 @@ class Relay:
         return going_on
 
     def _text(self, event: TextMessage) -> bytes | None:
-        if self._skipping:
-            self._skipping = not event.message_finished
+        text = self._messages.text(event.data, event.message_finished)
+        if text is None:
             return None
-        if not event.message_finished:
-            self._parts.append(event.data)
-            self._partial_size += len(event.data)
-            if self._partial_size > self._options.max_incoming_size:
-                self._too_big(self._partial_size)
-            return None
-        if self._parts:
-            self._parts.append(event.data)
-            text = "".join(self._parts)
-            self._parts = []
-            self._partial_size = 0
-        else:
-            text = event.data
-        line = message_line(text)
-        if len(line) - 1 > self._options.max_incoming_size:
-            self._too_big(len(line) - 1)
-            self._skipping = False  # this message is complete: nothing more of it to drop
+        if isinstance(text, TooBig):
+            self.end(
+                ExitStatus.SESSION_FAILED,
+                f"the app-server sent a message of at least {text.size} bytes, over --max-incoming-size "
+                f"({self._options.max_incoming_size} bytes); closed with {MESSAGE_TOO_BIG}",
+                MESSAGE_TOO_BIG,
+            )
             return None
         retry = self._session.incoming(text)
         if retry is not None:
             self._nursery.start_soon(self._resend, retry)
             return None
-        return line
+        return message_line(text)
 
     async def _resend(self, retry: Retry) -> None:
         log.info("the app-server is overloaded; retry %d of a request in %.3f s", retry.attempt, retry.delay)
@@ -343,24 +310,12 @@ class Relay:
             self._send_text(retry.text)
 
     def _binary(self, event: BytesMessage) -> None:
-        self._binary_size += len(event.data)
-        if event.message_finished:
+        binary = self._messages.binary(event.data, event.message_finished)
+        if binary is not None:
             log.warning(
                 "the app-server sent a binary message (%d bytes); not written to stdout, which carries text only",
-                self._binary_size,
+                binary.size,
             )
-            self._binary_size = 0
-
-    def _too_big(self, size: int) -> None:
-        self._parts = []
-        self._partial_size = 0
-        self._skipping = True
-        self.end(
-            ExitStatus.SESSION_FAILED,
-            f"the app-server sent a message of at least {size} bytes, over --max-incoming-size "
-            f"({self._options.max_incoming_size} bytes); closed with {MESSAGE_TOO_BIG}",
-            MESSAGE_TOO_BIG,
-        )
 
     def _closed(self, event: CloseConnection) -> None:
         state = self._ws.state
@@ -383,8 +338,8 @@ class Relay:
 
     def _lost_message(self) -> str:
         message = f"lost the connection to the app-server at {self._where}: it closed without a close frame"
-        if self._parts:
-            message += f", in the middle of a message ({self._partial_size} characters dropped)"
+        if self._messages.partial:
+            message += ", in the middle of a message (its start was dropped)"
         outstanding = self._session.outstanding
         if outstanding:
             message += f"; {outstanding} request{'s' if outstanding != 1 else ''} unanswered"

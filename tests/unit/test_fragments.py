@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
-from proxy.relay import utf8_fragments
+from proxy.messages import fragments, utf8_fragments
 
 texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
 
@@ -32,3 +32,10 @@ def test_wsproto_peer_reassembles_the_fragments(text: str, limit: int) -> None:
     assert all(isinstance(e, TextMessage) for e in events)
     assert "".join(e.data for e in events if isinstance(e, TextMessage)) == text
     assert isinstance(events[-1], TextMessage) and events[-1].message_finished
+
+
+def test_small_messages_are_one_frame_and_large_ones_cut() -> None:
+    assert fragments("abc", 3) == ["abc"]
+    assert fragments("", 3) == [""]
+    assert fragments("abcd", 3) == ["abc", "d"]
+    assert fragments("€€", 4) == ["€", "€"]  # 3 bytes each: never cut inside a character
