@@ -57,7 +57,7 @@ def main() -> None:
 @main.command(epilog=PROXY_EPILOG)
 @click.option(
     "--sock",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, readable=False),  # connect(2) needs write access, checked by connecting
     metavar="PATH",
     help="Control socket to connect to.  [default: $CODEX_HOME/app-server-control/app-server-control.sock]",
 )

@@ -108,6 +108,12 @@ class Relay:
             self._close_code = close_code
             self._ended.set()
 
+    def _stdout_failed(self, status: int, message: str | None) -> None:
+        # Lines were lost: that outranks a clean ending decided before the write failed.
+        if self._ending is not None and self._ending.status == ExitStatus.OK:
+            self._ending = Ending(status, message)
+        self.end(status, message, GOING_AWAY)
+
     @property
     def ending_decided(self) -> bool:
         """True once the session has decided how it ends (it may still be closing)."""
@@ -353,9 +359,9 @@ class Relay:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._to_stdout.close()
                 if _errno(exc) == errno.EPIPE:
-                    self.end(ExitStatus.SIGPIPE, None, GOING_AWAY)  # the reader left: quietly, like SIGPIPE
+                    self._stdout_failed(ExitStatus.SIGPIPE, None)  # the reader left: quietly, like SIGPIPE
                 else:
-                    self.end(ExitStatus.IOERR, f"cannot write to stdout: {_reason(exc)}", GOING_AWAY)
+                    self._stdout_failed(ExitStatus.IOERR, f"cannot write to stdout: {_reason(exc)}")
                 return
             self._to_stdout.done()
 
