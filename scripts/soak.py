@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -32,6 +31,18 @@ def client_line(i: int) -> bytes:
 
 def server_text(i: int) -> str:
     return '{"method":"soak/down","params":{"i":' + str(i) + ',"s":"\u2028' + "y" * (i % 64) + '"}}'
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """The peak resident set size of process *pid* so far, in KiB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 class Server:
@@ -101,17 +112,20 @@ async def main(count: int) -> int:
     listener = trio.socket.socket(trio.socket.AF_UNIX)
     await listener.bind(sock)
     listener.listen()
-    stdin_data = b"".join(client_line(i) + b"\n" for i in range(count))
-    stdin_data += b'{"method":"soak/done","id":"soak-done"}\n'
-    expected_up = hashlib.sha256(b"".join(client_line(i) + b"\n" for i in range(count))).hexdigest()
+    expected_up = hashlib.sha256()
+    with open(os.path.join(folder, "in"), "wb") as f:
+        for i in range(count):
+            line = client_line(i) + b"\n"
+            expected_up.update(line)
+            f.write(line)
+        f.write(b'{"method":"soak/done","id":"soak-done"}\n')
     expected_down = hashlib.sha256()
     for i in range(count):
         expected_down.update(server_text(i).encode() + b"\n")
     expected_down.update(b'{"id":"soak-done","result":{}}\n')
 
-    with open(os.path.join(folder, "in"), "wb") as f:
-        f.write(stdin_data)
     out_path = os.path.join(folder, "out")
+    peak_kib = 0
     started = time.monotonic()
     async with trio.open_nursery() as nursery:
 
@@ -121,33 +135,27 @@ async def main(count: int) -> int:
 
         nursery.start_soon(accept)
         with open(os.path.join(folder, "in"), "rb") as fin, open(out_path, "wb") as fout:
-            proc = await trio.run_process(
-                [
-                    *os.environ.get("SOAK_PROXY", f"{sys.executable} -m proxy").split(),
-                    "proxy",
-                    "--sock",
-                    sock,
-                    "--drain-timeout",
-                    "600",
-                ],
-                stdin=fin,
-                stdout=fout,
-                check=False,
-                cwd=str(ROOT),
+            command = os.environ.get("SOAK_PROXY", f"{sys.executable} -m proxy").split()
+            proc = await trio.lowlevel.open_process(
+                [*command, "proxy", "--sock", sock, "--drain-timeout", "600"], stdin=fin, stdout=fout, cwd=str(ROOT)
             )
+            while proc.poll() is None:  # VmHWM only grows: the last reading before exit is the peak
+                peak_kib = max(peak_kib, vm_hwm_kib(proc.pid))
+                with trio.move_on_after(0.05):
+                    await proc.wait()
     elapsed = time.monotonic() - started
     down = hashlib.sha256(Path(out_path).read_bytes()).hexdigest()
     lines_out = Path(out_path).read_bytes().count(b"\n")
     ok = (
         proc.returncode == 0
         and server.received == count
-        and server.received_hash.hexdigest() == expected_up
+        and server.received_hash.hexdigest() == expected_up.hexdigest()
         and down == expected_down.hexdigest()
     )
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rss = peak_kib / 1024
     print(
         f"soak: {count} messages each way in {elapsed:.1f} s; up: {server.received} received, checksum "
-        f"{'ok' if server.received_hash.hexdigest() == expected_up else 'MISMATCH'}; down: {lines_out - 1} "
+        f"{'ok' if server.received_hash.hexdigest() == expected_up.hexdigest() else 'MISMATCH'}; down: {lines_out - 1} "
         f"notifications + 1 response, checksum {'ok' if down == expected_down.hexdigest() else 'MISMATCH'}; "
         f"proxy exit {proc.returncode}; proxy peak RSS {rss:.0f} MiB; {'PASS' if ok else 'FAIL'}"
     )
