@@ -126,6 +126,39 @@ def main() -> None:
     help="Resend a request answered -32001 (server overloaded) up to N times, backing off 50 ms doubling to 2 s.",
 )
 @click.option("--no-overload-retry", is_flag=True, help="Pass -32001 errors on at once (same as --overload-retries 0).")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="While nothing listens on the socket, keep trying this long (backoff 50 ms doubling to 1 s).  "
+    "[default: 0, or 30 with --start]",
+)
+@click.option(
+    "--start",
+    is_flag=True,
+    help="When nothing listens, run 'codex app-server daemon start' (the daemon keeps running), then wait.",
+)
+@click.option(
+    "--codex-bin",
+    type=click.Path(dir_okay=False),
+    default="codex",
+    show_default=True,
+    metavar="PATH",
+    help="The codex executable --start runs.",
+)
+@click.option(
+    "--until",
+    multiple=True,
+    metavar="METHOD",
+    help="After stdin EOF, also wait for a notification with this method, e.g. turn/completed (repeatable).",
+)
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Append a JSON record per message and connection event to FILE (never tokens).",
+)
 @click.option("--strict", is_flag=True, help="Stop at the first stdin line that is not valid UTF-8 JSON.")
 @click.option("-v", "--verbose", count=True, help="Say more on stderr: -v connection events, -vv each message.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
@@ -140,6 +173,11 @@ def proxy(
     spool_limit: int,
     overload_retries: int,
     no_overload_retry: bool,
+    wait: float | None,
+    start: bool,
+    codex_bin: str,
+    until: tuple[str, ...],
+    trace: str | None,
     strict: bool,
     verbose: int,
     quiet: bool,
@@ -161,6 +199,11 @@ def proxy(
         strict=strict,
         spool_limit=spool_limit,
         overload_retries=0 if no_overload_retry else overload_retries,
+        until=frozenset(until),
+        wait=wait if wait is not None else (30.0 if start else 0.0),
+        start=start,
+        codex_bin=codex_bin,
+        trace=trace,
     )
     ending = trio.run(run_proxy, options)
     if ending.message:

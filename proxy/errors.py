@@ -71,6 +71,10 @@ class ServerUnavailable(ProxyError):
     status = ExitStatus.UNAVAILABLE
 
 
+class NotListening(ServerUnavailable):
+    """The socket is missing or refuses connections: what ``--wait`` and ``--start`` wait out (69)."""
+
+
 class PermissionDenied(ProxyError):
     """The socket is not ours to open, or the handshake was answered 401/403 (77)."""
 

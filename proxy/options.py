@@ -27,3 +27,8 @@ class ProxyOptions:
     overload_retries: int = 8
     spool_limit: int = 1024 * MiB
     spool_dir: str | None = None
+    until: frozenset[str] = frozenset()
+    wait: float = 0.0
+    start: bool = False
+    codex_bin: str = "codex"
+    trace: str | None = None

@@ -38,6 +38,7 @@ from .options import DEFAULT_MAX_FRAME_BYTES, MiB, ProxyOptions
 from .outbox import Outbox
 from .session import BadLine, Retry, Session
 from .spool import Spool
+from .trace import Tap
 
 log = logging.getLogger("codex_appserver")
 
@@ -78,6 +79,7 @@ class Relay:
         response: HandshakeResponse,
         stdin: trio.abc.ReceiveStream,
         stdout: trio.abc.SendStream,
+        tap: Tap | None = None,
     ) -> None:
         self._options = options
         self._where = where
@@ -86,7 +88,8 @@ class Relay:
         self._stdout = stdout
         self._ws = Connection(ConnectionType.CLIENT, trailing_data=response.trailing_data)
         self._frame_limit = response.max_unfragmented_message_bytes or DEFAULT_MAX_FRAME_BYTES
-        self._session = Session(overload_retries=options.overload_retries)
+        self._tap = tap or Tap()
+        self._session = Session(overload_retries=options.overload_retries, until=options.until)
         self._to_socket = Outbox()
         self._to_stdout = Outbox(STDOUT_MEMORY_BYTES, Spool(options.spool_limit, options.spool_dir))
         self._ending: Ending | None = None
@@ -144,6 +147,8 @@ class Relay:
         assert self._ending is not None
         self._stdin_scope.cancel()
         if self._close_code is not None and self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            log.info("sending close %d", self._close_code)
+            self._tap.event("close", dir="out", code=self._close_code)
             self._send(CloseConnection(code=self._close_code))
         with trio.move_on_after(self._options.close_timeout):
             await self._to_socket.wait_flushed()
@@ -155,6 +160,12 @@ class Relay:
     # -- stdin -> socket -------------------------------------------------------------------------------
 
     async def _read_stdin(self) -> None:
+        try:
+            await self._forward_stdin()
+        except ProxyError as exc:  # the trace file failed
+            self.end(exc.status, exc.message, NORMAL_CLOSURE)
+
+    async def _forward_stdin(self) -> None:
         with self._stdin_scope:
             splitter = LineSplitter(self._options.max_message_size)
             while True:
@@ -174,17 +185,16 @@ class Relay:
 
     async def _drain(self, lines: int) -> None:
         self._session.close_stdin()
-        log.info("stdin EOF after %d lines; %d responses outstanding", lines, self._session.outstanding)
+        log.info("stdin EOF after %d lines; waiting for %s", lines, self._session.awaiting)
         if not self._session.drained:
             with trio.move_on_after(self._options.drain_timeout):
                 await self._drained.wait()
         if self._session.drained:
             self.end(ExitStatus.OK, None, NORMAL_CLOSURE)
         else:
-            missing = self._session.outstanding
             self.end(
                 ExitStatus.SESSION_FAILED,
-                f"drain timeout: {missing} response{'s' if missing != 1 else ''} still missing from the app-server "
+                f"drain timeout: {self._session.awaiting} still missing from the app-server "
                 f"{self._options.drain_timeout:g} s after stdin EOF; raise --drain-timeout to wait longer",
                 NORMAL_CLOSURE,
             )
@@ -205,7 +215,10 @@ class Relay:
                 if not self._bad_line(text):
                     return False
                 continue
+            if self._tap.active:
+                self._tap.message("out", text)
             self._send_text(text)
+        self._tap.flush()
         return self._ws.state is ConnectionState.OPEN
 
     def _bad_line(self, bad: BadLine) -> bool:
@@ -287,6 +300,7 @@ class Relay:
                 break
         if lines:
             self._to_stdout.put(b"".join(lines))
+        self._tap.flush()
         if self._session.drained:
             self._drained.set()
         return going_on
@@ -303,6 +317,8 @@ class Relay:
                 MESSAGE_TOO_BIG,
             )
             return None
+        if self._tap.active:
+            self._tap.message("in", text)
         retry = self._session.incoming(text)
         if retry is not None:
             self._nursery.start_soon(self._resend, retry)
@@ -325,6 +341,12 @@ class Relay:
 
     def _closed(self, event: CloseConnection) -> None:
         state = self._ws.state
+        if self._peer_eof:
+            log.info("the app-server closed the socket")
+            self._tap.event("eof")
+        else:
+            log.info("close frame from the app-server: %d %s", int(event.code), event.reason or "")
+            self._tap.event("close", dir="in", code=int(event.code), reason=event.reason or "")
         if self._peer_eof:
             if self._ending is None:
                 self.end(ExitStatus.SESSION_FAILED, self._lost_message())

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import signal
 
 import trio
 
 from .connect import open_connection
+from .daemon import start_daemon
 from .errors import LocalIOError, ProxyError
 from .options import ProxyOptions
 from .relay import Ending, Relay
+from .trace import Tap
+
+log = logging.getLogger("codex_appserver")
 
 #: Signals that end a session with a close frame (1001) and exit status 128+N.
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -38,14 +44,22 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
                         nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_signals)
+            tap: Tap | None = None
             try:
-                stream, response = await open_connection(options.sock, options.connect_timeout)
+                tap = Tap.open(options.trace, log_messages=log.isEnabledFor(logging.DEBUG))
+                tap.event("connect", socket=str(options.sock))
+                start = functools.partial(start_daemon, options.codex_bin, os.environ) if options.start else None
+                stream, response = await open_connection(options.sock, options.connect_timeout, options.wait, start)
+                tap.event("handshake", status=101, headers=dict(response.headers))
                 async with stream, _stdio(stdin_fd, stdout_fd) as (stdin, stdout):
-                    relay = Relay(options, options.sock, stream, response, stdin, stdout)
+                    relay = Relay(options, options.sock, stream, response, stdin, stdout, tap)
                     result = await relay.run()
                     ending = ending or result
             except ProxyError as exc:
                 ending = Ending(exc.status, exc.message)
+            finally:
+                if tap is not None:
+                    tap.close()
             nursery.cancel_scope.cancel()
     assert ending is not None
     return ending

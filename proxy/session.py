@@ -58,10 +58,20 @@ def id_key(value: object) -> IdKey | None:
 class Session:
     """Requests in flight and the drain rule (stdin EOF and every forwarded request answered)."""
 
-    def __init__(self, overload_retries: int = 0, rng: random.Random | None = None) -> None:
-        """:param overload_retries: how often a request answered ``-32001`` is sent again (0: never)."""
+    def __init__(
+        self,
+        overload_retries: int = 0,
+        until: frozenset[str] = frozenset(),
+        rng: random.Random | None = None,
+    ) -> None:
+        """:param overload_retries: how often a request answered ``-32001`` is sent again (0: never).
+        :param until: notification methods (``--until``): after stdin EOF, the session has drained only once one
+            of them has arrived after the last line sent.
+        """
         self._outstanding: Counter[IdKey] = Counter()
         self._stdin_closed = False
+        self._until = until
+        self._until_seen = not until
         self._retries = overload_retries
         self._rng = rng or random.Random()
         self._requests: dict[IdKey, str] = {}  # texts of requests in flight, kept only for retries
@@ -78,8 +88,19 @@ class Session:
 
     @property
     def drained(self) -> bool:
-        """True once stdin reached EOF and every forwarded request has its response."""
-        return self._stdin_closed and not self._outstanding
+        """True once stdin reached EOF, every forwarded request has its response and any ``--until`` came."""
+        return self._stdin_closed and not self._outstanding and self._until_seen
+
+    @property
+    def awaiting(self) -> str:
+        """What the drain still waits for, in words, e.g. ``2 responses and a turn/completed notification``."""
+        parts = []
+        if self._outstanding:
+            count = self.outstanding
+            parts.append(f"{count} response{'s' if count != 1 else ''}")
+        if not self._until_seen:
+            parts.append(f"a {' or '.join(sorted(self._until))} notification")
+        return " and ".join(parts) or "nothing"
 
     def close_stdin(self) -> None:
         """Record stdin EOF: no more requests will be sent."""
@@ -100,6 +121,8 @@ class Session:
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             column = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
             return BadLine(number, f"not valid JSON ({reason}{column})")
+        if self._until:
+            self._until_seen = False  # only a notification after this line ends the drain
         if isinstance(message, dict) and "method" in message:
             key = id_key(message.get("id"))
             if key is not None:
@@ -114,13 +137,19 @@ class Session:
         :returns: a :class:`Retry` when the message is an overload error (``-32001``) for a request that has
             retries left: then the message is not to be delivered and the request stays outstanding.
         """
-        if not self._outstanding or ('"id"' not in text and "\\u" not in text):
-            return None  # cannot be a response we wait for: skip the parse on the hot path
+        watching = not self._until_seen
+        if not watching and (not self._outstanding or ('"id"' not in text and "\\u" not in text)):
+            return None  # cannot be a message we wait for: skip the parse on the hot path
         try:
             message = json.loads(text)
         except ValueError:
             return None
-        if not isinstance(message, dict) or "method" in message:
+        if not isinstance(message, dict):
+            return None
+        if "method" in message:
+            method = message["method"]
+            if watching and "id" not in message and isinstance(method, str) and method in self._until:
+                self._until_seen = True
             return None
         key = id_key(message.get("id"))
         if key is None or not self._outstanding[key]:

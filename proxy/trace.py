@@ -1,0 +1,104 @@
+"""What crossed the proxy, for people debugging a JSONL client: ``--trace FILE`` records and ``-vv`` log lines.
+
+A trace record is one JSON object per line, appended to the file:
+
+- a message: ``{"t": <unix time, s>, "dir": "out"|"in", "bytes": <UTF-8 size>, "msg": <the JSON message>}``
+  (``"out"`` is stdin -> app-server; text that is not JSON is recorded as a string);
+- an event: ``{"t": ..., "event": "connect"|"handshake"|"close"|"eof", ...}`` with its details.
+
+Tokens and ``Authorization`` headers are never recorded: events carry only what :class:`Tap` is given, and
+the handshake event records the response headers, never the request's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from typing import BinaryIO
+
+from .errors import LocalIOError
+
+log = logging.getLogger("codex_appserver")
+
+
+def describe(message: object) -> str:
+    """A payload-free summary of a JSON-RPC message for ``-vv``: kind, method, id, error code."""
+    if not isinstance(message, dict):
+        return "not a JSON object"
+    method = message.get("method")
+    has_id = "id" in message
+    if isinstance(method, str):
+        return f"request {method} id={json.dumps(message['id'])}" if has_id else f"notification {method}"
+    if has_id:
+        error = message.get("error")
+        if isinstance(error, dict):
+            return f"error response id={json.dumps(message['id'])} code={error.get('code')}"
+        return f"response id={json.dumps(message['id'])}"
+    return "JSON object without method or id"
+
+
+class Tap:
+    """Sees every message and connection event; writes the trace file and the ``-vv`` lines when asked.
+
+    :param trace: the open ``--trace`` file, or None.
+    :param log_messages: log one line per message at DEBUG (``-vv``).
+    """
+
+    def __init__(self, trace: BinaryIO | None = None, log_messages: bool = False) -> None:
+        self._trace = trace
+        self._log_messages = log_messages
+        self.active = trace is not None or log_messages
+
+    @classmethod
+    def open(cls, path: str | None, log_messages: bool) -> Tap:
+        """A tap appending to *path* (None: no trace file).
+
+        :raises LocalIOError: the file cannot be opened for appending (exit status 74).
+        """
+        if path is None:
+            return cls(None, log_messages)
+        try:
+            trace = open(path, "ab")  # noqa: SIM115 - closed by Tap.close()
+        except OSError as exc:
+            raise LocalIOError(f"cannot open the trace file {path}: {exc.strerror}; check --trace") from None
+        return cls(trace, log_messages)
+
+    def message(self, direction: str, text: str) -> None:
+        """Record one message going ``"out"`` (to the app-server) or coming ``"in"``."""
+        size = len(text.encode("utf-8"))
+        try:
+            message: object = json.loads(text)
+        except ValueError:
+            message = text
+        if self._log_messages:
+            log.debug("%s %d bytes: %s", direction, size, describe(message))
+        if self._trace is not None:
+            self._write({"t": time.time(), "dir": direction, "bytes": size, "msg": message})
+
+    def event(self, name: str, **details: object) -> None:
+        """Record a connection event (never pass a token or a request header here)."""
+        if self._trace is not None:
+            self._write({"t": time.time(), "event": name, **details})
+
+    def flush(self) -> None:
+        if self._trace is not None:
+            try:
+                self._trace.flush()
+            except OSError as exc:
+                raise LocalIOError(f"cannot write the trace file: {exc.strerror}") from None
+
+    def close(self) -> None:
+        if self._trace is not None:
+            with contextlib.suppress(OSError):  # a last flush failing at exit changes nothing for the session
+                self._trace.close()
+            self._trace = None
+
+    def _write(self, record: dict[str, object]) -> None:
+        assert self._trace is not None
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        try:
+            self._trace.write(line + b"\n")
+        except OSError as exc:
+            raise LocalIOError(f"cannot write the trace file: {exc.strerror}") from None
