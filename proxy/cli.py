@@ -11,10 +11,10 @@ import click
 import trio
 
 from . import __version__
-from .errors import EXIT_STATUSES
+from .errors import EXIT_STATUSES, ProxyError
 from .options import MiB, ProxyOptions
 from .runner import run_proxy
-from .target import socket_path
+from .target import Target, UnixTarget, remote_target, socket_path
 
 PROG = "codex-appserver"
 log = logging.getLogger("codex_appserver")
@@ -48,6 +48,19 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         log.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
 
 
+def _check_combinations(
+    sock: str | None, remote: str | None, token_env: str | None, cacert: str | None, raw: bool, start: bool
+) -> None:
+    if remote is not None:
+        for given, name in ((sock, "--sock"), (raw or None, "--raw"), (start or None, "--start")):
+            if given is not None:
+                raise click.UsageError(f"--remote cannot be combined with {name}")
+    else:
+        for given, name in ((token_env, "--remote-auth-token-env"), (cacert, "--cacert")):
+            if given is not None:
+                raise click.UsageError(f"{name} needs --remote")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name=PROG)
 def main() -> None:
@@ -60,6 +73,27 @@ def main() -> None:
     type=click.Path(dir_okay=False, readable=False),  # connect(2) needs write access, checked by connecting
     metavar="PATH",
     help="Control socket to connect to.  [default: $CODEX_HOME/app-server-control/app-server-control.sock]",
+)
+@click.option(
+    "--remote",
+    metavar="URL",
+    help="A remote app-server instead of the socket: ws://HOST:PORT[/PATH] or wss://HOST:PORT[/PATH].",
+)
+@click.option(
+    "--remote-auth-token-env",
+    metavar="VAR",
+    help="Send 'Authorization: Bearer' with the token in this environment variable (wss://, or ws:// to loopback).",
+)
+@click.option(
+    "--cacert",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="FILE",
+    help="Also trust the CA certificates in this PEM file for wss:// (system trust store is always used).",
+)
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Copy bytes to and from the socket unchanged, like 'codex app-server proxy' (the client speaks WebSocket).",
 )
 @click.option(
     "--drain-timeout",
@@ -164,6 +198,10 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 def proxy(
     sock: str | None,
+    remote: str | None,
+    remote_auth_token_env: str | None,
+    cacert: str | None,
+    raw: bool,
     drain_timeout: float,
     connect_timeout: float,
     max_message_size: int,
@@ -188,8 +226,19 @@ def proxy(
     line. At stdin EOF the proxy waits for the responses to the requests it sent, then closes.
     """
     _setup_logging(verbose, quiet)
+    _check_combinations(sock, remote, remote_auth_token_env, cacert, raw, start)
+    try:
+        target: Target = (
+            remote_target(remote, remote_auth_token_env, os.environ, cacert)
+            if remote is not None
+            else UnixTarget(socket_path(sock, os.environ, Path.cwd()))
+        )
+    except ProxyError as exc:
+        log.error("%s", exc.message)
+        sys.exit(exc.status)
     options = ProxyOptions(
-        sock=socket_path(sock, os.environ, Path.cwd()),
+        target=target,
+        raw=raw,
         drain_timeout=drain_timeout,
         connect_timeout=connect_timeout,
         max_message_size=max_message_size,

@@ -1,18 +1,29 @@
-"""Open the stream to the app-server and complete the opening handshake (the trio side of handshake.py)."""
+"""Open the stream to the app-server (Unix socket, TCP, TLS) and complete the opening handshake (trio side)."""
 
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
 
-from .errors import HandshakeFailed, NotListening, PermissionDenied, ProxyError, ServerUnavailable
+from .errors import (
+    HandshakeFailed,
+    NotListening,
+    PermissionDenied,
+    ProtocolViolation,
+    ProxyError,
+    ServerUnavailable,
+    UsageError,
+    reason_of,
+)
 from .handshake import ClientHandshake, HandshakeResponse
-from .target import MAX_UNIX_PATH_BYTES, connect_path
+from .target import MAX_UNIX_PATH_BYTES, RemoteTarget, Target, UnixTarget, connect_path
 
 START_HINT = "start one with 'codex app-server --listen unix://' or 'codex app-server daemon start'"
 RECEIVE_BYTES = 64 * 1024
@@ -75,24 +86,76 @@ async def handshake(stream: trio.abc.Stream, request: ClientHandshake, where: st
         raise HandshakeFailed(f"{where}: the connection failed during the opening handshake ({exc})") from None
 
 
-async def open_connection(
-    path: Path,
+async def open_tcp(target: RemoteTarget) -> trio.abc.Stream:
+    """Connect to a remote app-server over TCP, with TLS for ``wss://``.
+
+    TLS uses :func:`ssl.create_default_context` (system trust store, hostname verification, SNI) plus
+    ``--cacert``; there is no way to turn verification off.
+
+    :raises NotListening: the connection was refused.
+    :raises ServerUnavailable: the name does not resolve, or another connect failure (69).
+    :raises ProtocolViolation: the TLS handshake or certificate verification failed (76).
+    """
+    try:
+        stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
+    except socket.gaierror as exc:
+        raise ServerUnavailable(f"cannot resolve {target.host} ({exc.strerror}); check the --remote URL") from None
+    except OSError as exc:
+        # trio tries each address and raises one OSError over an ExceptionGroup of the attempts' errors.
+        causes = getattr(exc.__cause__, "exceptions", None) or [exc]
+        if all(isinstance(cause, ConnectionRefusedError) for cause in causes):
+            raise NotListening(f"no app-server is listening at {target} (connection refused)") from None
+        reason = "; ".join(sorted({reason_of(cause) for cause in causes}))
+        raise ServerUnavailable(f"cannot connect to {target}: {reason}") from None
+    if not target.tls:
+        return stream
+    context = ssl.create_default_context()
+    if target.cacert is not None:
+        try:
+            context.load_verify_locations(cafile=target.cacert)
+        except (OSError, ssl.SSLError) as exc:
+            await trio.aclose_forcefully(stream)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UsageError(f"cannot load the CA bundle {target.cacert} (--cacert): {reason}") from None
+    tls = trio.SSLStream(stream, context, server_hostname=target.host)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(stream)
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise ProtocolViolation(
+                f"TLS certificate verification failed for {target}: {cause.verify_message}; "
+                "if the server uses a private CA, pass its certificate with --cacert"
+            ) from None
+        raise ProtocolViolation(f"TLS handshake with {target} failed: {cause or exc}") from None
+    return tls
+
+
+async def connect(
+    target: Target,
     connect_timeout: float,
     wait: float = 0.0,
     start: Callable[[], Awaitable[None]] | None = None,
-) -> tuple[trio.abc.Stream, HandshakeResponse]:
-    """Connect and handshake, each attempt within *connect_timeout* seconds.
+) -> trio.abc.Stream:
+    """Open the stream to *target*, each attempt within *connect_timeout* seconds.
 
     While nothing listens (:class:`NotListening`), *start* is awaited once (e.g. to start the daemon) and
     connecting is retried with capped exponential backoff for up to *wait* seconds in all.
 
-    :raises ServerUnavailable: nothing answered in time, or see :func:`open_unix`.
+    :raises ProxyError: see :func:`open_unix` and :func:`open_tcp`; ServerUnavailable on a timeout.
     """
     deadline = trio.current_time() + wait
     delay = RETRY_FIRST
     while True:
         try:
-            return await _attempt(path, connect_timeout)
+            with trio.move_on_after(connect_timeout):
+                stream = await (open_unix(target.path) if isinstance(target, UnixTarget) else open_tcp(target))
+                log.info("connected to %s", target)
+                return stream
+            raise ServerUnavailable(
+                f"connecting to {target} took longer than {connect_timeout:g} s (--connect-timeout)"
+            )
         except NotListening:
             if start is not None:
                 await start()
@@ -100,26 +163,43 @@ async def open_connection(
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 if wait > 0:
-                    log.info("gave up waiting for %s after %g s", path, wait)
+                    log.info("gave up waiting for %s after %g s", target, wait)
                 raise
-        log.info("nothing listens at %s yet; trying again in %.2f s", path, min(delay, remaining))
+        log.info("nothing listens at %s yet; trying again in %.2f s", target, min(delay, remaining))
         await trio.sleep(min(delay, remaining))
         delay = min(delay * 2, RETRY_CAP)
 
 
-async def _attempt(path: Path, connect_timeout: float) -> tuple[trio.abc.Stream, HandshakeResponse]:
-    with trio.move_on_after(connect_timeout):
-        stream = await open_unix(path)
-        log.info("connected to %s", path)
-        try:
-            response = await handshake(stream, ClientHandshake(), str(path))
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        log.info(
-            "opening handshake done; the server allows frames of %s bytes", response.max_unfragmented_message_bytes
-        )
-        return stream, response
+async def open_connection(
+    target: Target,
+    connect_timeout: float,
+    wait: float = 0.0,
+    start: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[trio.abc.Stream, HandshakeResponse]:
+    """:func:`connect`, then the opening handshake within *connect_timeout* seconds.
+
+    :raises ProxyError: see :func:`connect` and :func:`handshake`; ServerUnavailable when no answer came in time.
+    """
+    stream = await connect(target, connect_timeout, wait, start)
+    try:
+        with trio.move_on_after(connect_timeout):
+            response = await handshake(stream, client_handshake(target), str(target))
+            limit = response.max_unfragmented_message_bytes
+            log.info("opening handshake done; the server allows frames of %s bytes", limit or "(unsaid)")
+            return stream, response
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    await trio.aclose_forcefully(stream)
     raise ServerUnavailable(
-        f"the app-server at {path} did not complete the opening handshake within {connect_timeout:g} s"
+        f"the app-server at {target} did not complete the opening handshake within {connect_timeout:g} s"
     )
+
+
+def client_handshake(target: Target) -> ClientHandshake:
+    """The opening handshake for *target*: ``Host: localhost`` and ``/`` for the socket; the URL's host, port
+    and path for a remote, plus ``Authorization: Bearer`` when it has a token. Never an ``Origin``."""
+    if isinstance(target, UnixTarget):
+        return ClientHandshake()
+    headers = [("Authorization", f"Bearer {target.token}")] if target.token else []
+    return ClientHandshake(host=target.host_header, target=target.resource, extra_headers=headers)

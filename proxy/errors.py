@@ -8,6 +8,7 @@ The table :data:`EXIT_STATUSES` is the single source for ``--help``, the README 
 from __future__ import annotations
 
 import enum
+import os
 
 
 class ExitStatus(enum.IntEnum):
@@ -41,7 +42,7 @@ EXIT_STATUSES: tuple[tuple[int, str], ...] = (
         76,
         "protocol failure: handshake refused or not HTTP, WebSocket protocol violation, invalid UTF-8 from the server",
     ),
-    (77, "permission denied on the socket, or the handshake answered 401/403"),
+    (77, "permission denied on the socket, the handshake answered 401/403, or a token refused over plain ws://"),
     (129, "SIGHUP received; the connection was closed with 1001 first"),
     (130, "SIGINT received; the connection was closed with 1001 first"),
     (141, "stdout was closed by its reader (EPIPE); the connection was closed with 1001 first"),
@@ -63,6 +64,12 @@ class ProxyError(Exception):
     def message(self) -> str:
         """The one-line message, without the ``codex-appserver:`` prefix."""
         return str(self.args[0])
+
+
+class UsageError(ProxyError):
+    """An option's value cannot work, found after parsing: e.g. an empty token variable (2)."""
+
+    status = ExitStatus.USAGE
 
 
 class ServerUnavailable(ProxyError):
@@ -103,3 +110,15 @@ class SessionFailed(ProxyError):
     """The established session ended badly: connection lost, error close code, drain timeout (1)."""
 
     status = ExitStatus.SESSION_FAILED
+
+
+def errno_of(exc: BaseException) -> int | None:
+    """The errno behind *exc* or behind the OSError it wraps (trio wraps them in BrokenResourceError)."""
+    cause = exc.__cause__ or exc.__context__
+    return cause.errno if isinstance(cause, OSError) else getattr(exc, "errno", None)
+
+
+def reason_of(exc: BaseException) -> str:
+    """A short reason for *exc*: the strerror of its errno when it has one."""
+    code = errno_of(exc)
+    return os.strerror(code) if code else (str(exc) or type(exc).__name__)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+
+from .target import Target
 
 MiB = 1024 * 1024
 
@@ -15,7 +16,7 @@ DEFAULT_MAX_FRAME_BYTES = 16 * MiB
 class ProxyOptions:
     """What ``codex-appserver proxy`` was asked to do. Times are in seconds, sizes in bytes."""
 
-    sock: Path
+    target: Target
     drain_timeout: float = 10.0
     connect_timeout: float = 10.0
     close_timeout: float = 2.0
@@ -32,3 +33,4 @@ class ProxyOptions:
     start: bool = False
     codex_bin: str = "codex"
     trace: str | None = None
+    raw: bool = False

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -30,7 +28,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from .errors import ExitStatus, ProxyError
+from .errors import ExitStatus, ProxyError, errno_of, reason_of
 from .handshake import HandshakeResponse
 from .lines import LineSplitter, LineTooLong, message_line
 from .messages import MessageAssembler, TooBig, fragments
@@ -74,7 +72,7 @@ class Relay:
     def __init__(
         self,
         options: ProxyOptions,
-        where: Path | str,
+        where: str,
         stream: trio.abc.Stream,
         response: HandshakeResponse,
         stdin: trio.abc.ReceiveStream,
@@ -173,7 +171,7 @@ class Relay:
                 try:
                     chunk = await self._stdin.receive_some(RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self.end(ExitStatus.IOERR, f"cannot read stdin: {_reason(exc)}", NORMAL_CLOSURE)
+                    self.end(ExitStatus.IOERR, f"cannot read stdin: {reason_of(exc)}", NORMAL_CLOSURE)
                     return
                 if not chunk:
                     break
@@ -249,7 +247,7 @@ class Relay:
                 self._to_socket.close()
                 self.end(
                     ExitStatus.SESSION_FAILED,
-                    f"lost the connection to the app-server at {self._where} ({_reason(exc)})",
+                    f"lost the connection to the app-server at {self._where} ({reason_of(exc)})",
                 )
                 return
             self._to_socket.done()
@@ -380,10 +378,10 @@ class Relay:
                 await self._stdout.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._to_stdout.close()
-                if _errno(exc) == errno.EPIPE:
+                if errno_of(exc) == errno.EPIPE:
                     self._stdout_failed(ExitStatus.SIGPIPE, None)  # the reader left: quietly, like SIGPIPE
                 else:
-                    self._stdout_failed(ExitStatus.IOERR, f"cannot write to stdout: {_reason(exc)}")
+                    self._stdout_failed(ExitStatus.IOERR, f"cannot write to stdout: {reason_of(exc)}")
                 return
             self._to_stdout.done()
 
@@ -408,13 +406,3 @@ class Relay:
                     GOING_AWAY,
                 )
                 return
-
-
-def _errno(exc: BaseException) -> int | None:
-    cause = exc.__cause__ or exc.__context__
-    return cause.errno if isinstance(cause, OSError) else getattr(exc, "errno", None)
-
-
-def _reason(exc: BaseException) -> str:
-    code = _errno(exc)
-    return os.strerror(code) if code else (str(exc) or type(exc).__name__)

@@ -9,10 +9,11 @@ import signal
 
 import trio
 
-from .connect import open_connection
+from .connect import connect, open_connection
 from .daemon import start_daemon
 from .errors import LocalIOError, ProxyError
 from .options import ProxyOptions
+from .raw import RawRelay
 from .relay import Ending, Relay
 from .trace import Tap
 
@@ -23,13 +24,13 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1) -> Ending:
-    """Connect to the app-server and relay stdio until the session ends.
+    """Connect to the app-server and relay stdio until the session ends (with ``raw``: copy bytes).
 
     A first SIGINT, SIGTERM or SIGHUP closes the connection with 1001 and flushes stdout; a second one, or one
     before the connection is established, ends at once. Failures are returned as an :class:`Ending` with the
     status from :mod:`proxy.errors`, never raised.
     """
-    relay: Relay | None = None
+    relay: Relay | RawRelay | None = None
     ending: Ending | None = None
     with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
@@ -45,16 +46,25 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
 
             nursery.start_soon(watch_signals)
             tap: Tap | None = None
+            start = functools.partial(start_daemon, options.codex_bin, os.environ) if options.start else None
             try:
                 tap = Tap.open(options.trace, log_messages=log.isEnabledFor(logging.DEBUG))
-                tap.event("connect", socket=str(options.sock))
-                start = functools.partial(start_daemon, options.codex_bin, os.environ) if options.start else None
-                stream, response = await open_connection(options.sock, options.connect_timeout, options.wait, start)
-                tap.event("handshake", status=101, headers=dict(response.headers))
-                async with stream, _stdio(stdin_fd, stdout_fd) as (stdin, stdout):
-                    relay = Relay(options, options.sock, stream, response, stdin, stdout, tap)
-                    result = await relay.run()
-                    ending = ending or result
+                tap.event("connect", target=str(options.target))
+                if options.raw:
+                    stream = await connect(options.target, options.connect_timeout, options.wait, start)
+                    assert isinstance(stream, trio.abc.HalfCloseableStream)  # --raw is for the Unix socket
+                    async with stream, _stdio(stdin_fd, stdout_fd) as (stdin, stdout):
+                        relay = RawRelay(stream, stdin, stdout)
+                        result = await relay.run()
+                else:
+                    stream, response = await open_connection(
+                        options.target, options.connect_timeout, options.wait, start
+                    )
+                    tap.event("handshake", status=101, headers=dict(response.headers))
+                    async with stream, _stdio(stdin_fd, stdout_fd) as (stdin, stdout):
+                        relay = Relay(options, str(options.target), stream, response, stdin, stdout, tap)
+                        result = await relay.run()
+                ending = ending or result
             except ProxyError as exc:
                 ending = Ending(exc.status, exc.message)
             finally:
