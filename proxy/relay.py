@@ -338,29 +338,27 @@ class Relay:
             )
 
     def _closed(self, event: CloseConnection) -> None:
+        code = int(event.code)
         state = self._ws.state
         if self._peer_eof:
             log.info("the app-server closed the socket")
             self._tap.event("eof")
-        else:
-            log.info("close frame from the app-server: %d %s", int(event.code), event.reason or "")
-            self._tap.event("close", dir="in", code=int(event.code), reason=event.reason or "")
-        if self._peer_eof:
             if self._ending is None:
                 self.end(ExitStatus.SESSION_FAILED, self._lost_message())
-        elif state is ConnectionState.REMOTE_CLOSING:
-            self._send(event.response())
-            code = int(event.code)
-            reason = f" {event.reason}" if event.reason else ""
-            status = ExitStatus.OK if code in CLEAN_CLOSE_CODES else ExitStatus.SESSION_FAILED
-            self.end(status, f"the app-server at {self._where} closed the connection ({code}{reason})")
-        elif state is not ConnectionState.CLOSED:  # wsproto failed to parse what the server sent
+        elif state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):  # wsproto could not parse the input
             self.end(
                 ExitStatus.PROTOCOL,
-                f"the app-server at {self._where} broke the WebSocket protocol: {event.reason}; "
-                f"closed with {int(event.code)}",
-                int(event.code),
+                f"the app-server at {self._where} broke the WebSocket protocol: {event.reason}; closed with {code}",
+                code,
             )
+        else:
+            log.info("close frame from the app-server: %d %s", code, event.reason or "")
+            self._tap.event("close", dir="in", code=code, reason=event.reason or "")
+            if state is ConnectionState.REMOTE_CLOSING:  # the server closed first: echo its code
+                self._send(event.response())
+                reason = f" {event.reason}" if event.reason else ""
+                status = ExitStatus.OK if code in CLEAN_CLOSE_CODES else ExitStatus.SESSION_FAILED
+                self.end(status, f"the app-server at {self._where} closed the connection ({code}{reason})")
 
     def _lost_message(self) -> str:
         message = f"lost the connection to the app-server at {self._where}: it closed without a close frame"
