@@ -34,6 +34,11 @@ RETRY_CAP = 1.0
 log = logging.getLogger("codex_appserver")
 
 
+def _missing(path: Path) -> NotListening:
+    link = f" (a link to {os.readlink(path)}, which does not exist)" if path.is_symlink() else ""
+    return NotListening(f"no app-server is listening at {path}{link}; {START_HINT}")
+
+
 async def open_unix(path: Path) -> trio.SocketStream:
     """Connect to the Unix socket at *path*, following a symlink.
 
@@ -43,6 +48,8 @@ async def open_unix(path: Path) -> trio.SocketStream:
     """
     target = connect_path(path)
     if len(os.fsencode(target)) > MAX_UNIX_PATH_BYTES:
+        if not os.path.exists(target):
+            raise _missing(path)  # say that first: a running server's link would be short enough
         raise ServerUnavailable(
             f"the socket path {target} is {len(os.fsencode(target))} bytes, over the "
             f"{MAX_UNIX_PATH_BYTES}-byte limit of Unix sockets; link it from a shorter path and pass that to --sock"
@@ -50,8 +57,7 @@ async def open_unix(path: Path) -> trio.SocketStream:
     try:
         return await trio.open_unix_socket(target)
     except FileNotFoundError:
-        link = f" (a link to {os.readlink(path)}, which does not exist)" if path.is_symlink() else ""
-        raise NotListening(f"no app-server is listening at {path}{link}; {START_HINT}") from None
+        raise _missing(path) from None
     except ConnectionRefusedError:
         raise NotListening(
             f"no app-server is listening at {path} (connection refused: a stale socket file?); {START_HINT}"

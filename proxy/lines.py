@@ -7,6 +7,7 @@ would wrongly treat as line breaks, so nothing here uses it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -98,3 +99,22 @@ def message_line(text: str) -> bytes:
         except ValueError:
             text = json.dumps(text)
     return text.encode("utf-8") + b"\n"
+
+
+def line_pieces(data: bytes | bytearray, size: int) -> Iterator[memoryview]:
+    """Cut *data* (whole LF-terminated lines) into pieces of about *size* bytes, each ending at a line end.
+
+    A writer that stops between pieces never leaves half a line behind. A line longer than *size* is one piece;
+    bytes after the last LF, if any, are the last piece.
+    """
+    view = memoryview(data)
+    start = 0
+    while start < len(data):
+        end = start + size
+        if end < len(data):
+            cut = data.rfind(b"\n", start, end)
+            if cut < 0:
+                cut = data.find(b"\n", end)
+            end = cut + 1 if cut >= 0 else len(data)
+        yield view[start:end]
+        start = end

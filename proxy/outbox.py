@@ -66,13 +66,23 @@ class Outbox:
         self._in_flight = 0
         self._lot.unpark_all()
 
-    def close(self) -> None:
-        """The stream is gone: drop what is queued, delete the spool, release every waiter."""
+    @property
+    def abandoned(self) -> bool:
+        """True after :meth:`abandon` or :meth:`close`: the writer should stop after its current piece."""
+        return self._closed
+
+    def abandon(self) -> None:
+        """Stop: drop what is queued and delete the spool; the write in progress still counts until :meth:`done`."""
         self._closed = True
         self._buffer = bytearray()
-        self._in_flight = 0
         if self._spool is not None:
             self._spool.close()
+        self._lot.unpark_all()
+
+    def close(self) -> None:
+        """The stream is gone: :meth:`abandon`, and the write in progress is over too."""
+        self.abandon()
+        self._in_flight = 0
         self._lot.unpark_all()
 
     async def wait_below(self, limit: int) -> None:

@@ -30,7 +30,7 @@ from wsproto.events import (
 
 from .errors import ExitStatus, ProxyError, errno_of, reason_of
 from .handshake import HandshakeResponse
-from .lines import LineSplitter, LineTooLong, message_line
+from .lines import LineSplitter, LineTooLong, line_pieces, message_line
 from .messages import MessageAssembler, TooBig, fragments
 from .options import DEFAULT_MAX_FRAME_BYTES, MiB, ProxyOptions
 from .outbox import Outbox
@@ -46,6 +46,8 @@ RECEIVE_BYTES = 256 * 1024
 SOCKET_HIGH_WATER = 1 * MiB
 #: Output for stdout kept in memory before it goes to the spool file, in bytes.
 STDOUT_MEMORY_BYTES = 8 * MiB
+#: stdout is written in pieces of about this many bytes, each ending at a line end.
+STDOUT_WRITE_BYTES = 64 * 1024
 
 #: RFC 6455 §7.4.1 close codes that end a session cleanly.
 CLEAN_CLOSE_CODES = frozenset({1000, 1001})
@@ -99,6 +101,7 @@ class Relay:
         self._peer_eof = False
         self._messages = MessageAssembler(options.max_incoming_size)
         self._last_receive = trio.current_time()
+        self._answer: trio.Event | None = None  # set by the reader when anything arrives after a keepalive ping
 
     # -- how the session ends --------------------------------------------------------------------------
 
@@ -262,6 +265,8 @@ class Relay:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""  # ECONNRESET: the same as EOF without a close frame
                 self._last_receive = trio.current_time()
+                if self._answer is not None:
+                    self._answer.set()  # any bytes after a ping prove the server alive
                 if data:
                     self._ws.receive_data(bytes(data))
                 else:
@@ -274,7 +279,7 @@ class Relay:
         try:
             return self._handle_events()
         except ProxyError as exc:  # the spool is full or its disk failed
-            self._to_stdout.close()
+            self._to_stdout.abandon()
             self.end(exc.status, exc.message, GOING_AWAY)
             return False
 
@@ -373,7 +378,10 @@ class Relay:
         while True:
             data = await self._to_stdout.take()
             try:
-                await self._stdout.send_all(data)
+                for piece in line_pieces(data, STDOUT_WRITE_BYTES):
+                    await self._stdout.send_all(piece)
+                    if self._to_stdout.abandoned:
+                        break  # stop at a line end: stdout never gets half a line
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._to_stdout.close()
                 if errno_of(exc) == errno.EPIPE:
@@ -393,10 +401,12 @@ class Relay:
             if trio.current_time() < due:
                 await trio.sleep_until(due)
                 continue
-            sent_at = trio.current_time()
+            answered = self._answer = trio.Event()
             self._send(Ping(payload=b"codex-appserver keepalive"))
-            await trio.sleep(timeout)
-            if self._last_receive <= sent_at:  # no pong, nor anything else, since the ping
+            with trio.move_on_after(timeout):
+                await answered.wait()
+            self._answer = None
+            if not answered.is_set():  # no pong, nor anything else, since the ping
                 self.end(
                     ExitStatus.SESSION_FAILED,
                     f"the app-server at {self._where} stopped answering: no pong within {timeout:g} s "

@@ -52,18 +52,36 @@ class Spool:
         self._write_at += len(data)
 
     def read(self, size: int) -> bytes:
-        """Take up to *size* bytes from the front (``b""`` when empty)."""
+        """Take whole lines from the front: about *size* bytes, cut after the last LF in them.
+
+        A line longer than *size* comes whole; bytes after the last LF come only once nothing follows
+        them. ``b""`` when empty.
+        """
         if self._file is None or not len(self):
             return b""
-        try:
-            data = os.pread(self._file.fileno(), min(size, len(self)), self._read_at)
-        except OSError as exc:
-            raise LocalIOError(f"cannot read the spool file: {exc.strerror}") from None
+        data = self._pread(min(size, len(self)), self._read_at)
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            data = data[: cut + 1]
+        else:  # no LF yet: read on to the end of this long line
+            more = bytearray(data)
+            while b"\n" not in data and len(more) < len(self):
+                data = self._pread(min(size, len(self) - len(more)), self._read_at + len(more))
+                cut = data.find(b"\n")
+                more += data[: cut + 1] if cut >= 0 else data
+            data = bytes(more)
         self._read_at += len(data)
         if self._read_at == self._write_at:  # empty again: start over at offset 0, give the disk back
             self._read_at = self._write_at = 0
             self._file.truncate(0)
         return data
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        assert self._file is not None
+        try:
+            return os.pread(self._file.fileno(), size, offset)
+        except OSError as exc:
+            raise LocalIOError(f"cannot read the spool file: {exc.strerror}") from None
 
     def close(self) -> None:
         """Delete the file now."""

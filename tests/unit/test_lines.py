@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.lines import LineSplitter, LineTooLong, message_line
+from proxy.lines import LineSplitter, LineTooLong, line_pieces, message_line
 
 
 def split_all(chunks: list[bytes], max_line_bytes: int = 1 << 20) -> list[tuple[int, bytes] | LineTooLong]:
@@ -104,3 +104,22 @@ def test_message_line_is_always_exactly_one_line_holding_the_same_json(value: ob
     line = message_line(text)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == value
+
+
+def test_line_pieces_end_at_line_ends() -> None:
+    data = b"aaaa\nbb\ncccccccccc\nd\n"
+    assert [bytes(p) for p in line_pieces(data, 6)] == [b"aaaa\n", b"bb\n", b"cccccccccc\n", b"d\n"]
+    assert [bytes(p) for p in line_pieces(data, 100)] == [data]
+    assert [bytes(p) for p in line_pieces(b"ab\ncd", 3)] == [b"ab\n", b"cd"]
+    assert list(line_pieces(b"", 3)) == []
+
+
+@given(
+    lines=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"") + b"\n"), max_size=30),
+    size=st.integers(min_value=1, max_value=64),
+)
+def test_line_pieces_join_to_the_data_and_each_ends_a_line(lines: list[bytes], size: int) -> None:
+    data = b"".join(lines)
+    pieces = [bytes(p) for p in line_pieces(data, size)]
+    assert b"".join(pieces) == data
+    assert all(p.endswith(b"\n") for p in pieces)

@@ -16,11 +16,11 @@ from proxy.spool import Spool
 
 def test_spool_is_fifo_and_resets_when_empty(tmp_path: os.PathLike[str]) -> None:
     spool = Spool(limit=100, directory=str(tmp_path))
-    spool.append(b"abc")
-    spool.append(b"defg")
-    assert len(spool) == 7
-    assert spool.read(2) == b"ab"
-    assert spool.read(100) == b"cdefg"
+    spool.append(b"ab\n")
+    spool.append(b"cdefg\n")
+    assert len(spool) == 9
+    assert spool.read(3) == b"ab\n"
+    assert spool.read(100) == b"cdefg\n"
     assert len(spool) == 0 and spool.read(10) == b""
     spool.append(b"x" * 100)  # the limit counts what the file holds now, not all time
     assert spool.read(1000) == b"x" * 100
@@ -112,3 +112,13 @@ async def test_wait_below_gives_backpressure_and_close_releases() -> None:
     await outbox.wait_flushed()
     outbox.put(b"dropped")
     assert len(outbox) == 0
+
+
+def test_spool_reads_whole_lines() -> None:
+    spool = Spool(limit=1000)
+    spool.append(b"one\ntwo\nthree\n")
+    assert spool.read(9) == b"one\ntwo\n"  # cut after the last LF within 9 bytes
+    assert spool.read(2) == b"three\n"  # a line longer than the size comes whole
+    spool.append(b"tail without lf")
+    assert spool.read(4) == b"tail without lf"  # nothing follows it: it comes anyway
+    spool.close()
