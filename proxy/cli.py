@@ -25,13 +25,24 @@ def _exit_status_help() -> str:
     return f"\b\nExit statuses:\n{rows}"
 
 
-PROXY_EPILOG = f"""\b
+# Each --help ends with a few examples and the man page (issue 6); tests/unit/test_manpage.py checks both.
+GROUP_EPILOG = """\b
+Examples:
+  codex-appserver proxy < session.jsonl > replies.jsonl
+  codex-appserver proxy --help
+  eval "$(_CODEX_APPSERVER_COMPLETE=bash_source codex-appserver)"    # tab completion in this bash
+
+See 'man codex-appserver' for the full reference.
+"""
+
+PROXY_EPILOG = f"""{_exit_status_help()}
+
+\b
 Examples:
   printf '%s\\n' '{{"method":"initialize","id":1,"params":{{"clientInfo":{{"name":"sh","version":"1"}}}}}}' \\
     | codex-appserver proxy
-  codex-appserver proxy --sock /tmp/codex.sock < session.jsonl > replies.jsonl
-
-{_exit_status_help()}
+  codex-appserver proxy --until turn/completed --drain-timeout 600 < turn.jsonl > turn.out.jsonl
+  codex-appserver proxy --remote wss://devbox.example:4500 --remote-auth-token-env CODEX_TOKEN
 
 See 'man codex-appserver-proxy' for the full reference.
 """
@@ -61,7 +72,7 @@ def _check_combinations(
                 raise click.UsageError(f"{name} needs --remote")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=GROUP_EPILOG)
 @click.version_option(__version__, prog_name=PROG)
 def main() -> None:
     """Reach a running Codex app-server from anything that speaks JSONL."""

@@ -191,7 +191,10 @@ async def open_connection(
         with trio.move_on_after(connect_timeout):
             response = await handshake(stream, client_handshake(target), str(target))
             limit = response.max_unfragmented_message_bytes
-            log.info("opening handshake done; the server allows frames of %s bytes", limit or "(unsaid)")
+            if limit is None:
+                log.info("opening handshake done; the server states no frame limit, so frames stay within 16 MiB")
+            else:
+                log.info("opening handshake done; the server allows frames of %d bytes", limit)
             return stream, response
     except BaseException:
         await trio.aclose_forcefully(stream)

@@ -40,7 +40,8 @@ EXIT_STATUSES: tuple[tuple[int, str], ...] = (
     (74, "local I/O failure: reading stdin, writing stdout, the spool file"),
     (
         76,
-        "protocol failure: handshake refused or not HTTP, WebSocket protocol violation, invalid UTF-8 from the server",
+        "protocol failure: handshake refused or not HTTP, WebSocket protocol violation, invalid UTF-8 from the "
+        "server, TLS handshake or certificate verification failed",
     ),
     (77, "permission denied on the socket, the handshake answered 401/403, or a token refused over plain ws://"),
     (129, "SIGHUP received; the connection was closed with 1001 first"),

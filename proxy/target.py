@@ -108,8 +108,8 @@ def remote_target(url: str, token_env: str | None, env: Mapping[str, str], cacer
     """Parse ``--remote URL`` and apply the token rules.
 
     :param token_env: the variable holding the bearer token (``--remote-auth-token-env``), or None.
-    :raises UsageError: not a ws/wss URL, credentials in the URL, a missing or empty token variable,
-        ``--cacert`` with ``ws://`` (exit status 2).
+    :raises UsageError: not a ws/wss URL, credentials in the URL, a missing or empty token variable, a token
+        with characters outside RFC 6750's b64token (visible ASCII), ``--cacert`` with ``ws://`` (exit status 2).
     :raises PermissionDenied: a token for a non-loopback host over plain ``ws://`` (77): nothing is sent.
     """
     try:
@@ -128,9 +128,15 @@ def remote_target(url: str, token_env: str | None, env: Mapping[str, str], cacer
         raise UsageError("--cacert applies to wss:// only")
     token = None
     if token_env is not None:
-        token = env.get(token_env, "")
+        token = env.get(token_env, "").strip()  # as Codex trims its token file: `$(cat F)` of a CRLF file works
         if not token:
             raise UsageError(f"the token variable {token_env} (--remote-auth-token-env) is unset or empty; export it")
+        if not all(0x21 <= ord(char) <= 0x7E for char in token):
+            # RFC 6750 §2.1 b64token; the value is never echoed.
+            raise UsageError(
+                f"the token in {token_env} has a character a bearer token cannot hold (space, control or non-ASCII); "
+                "check how the variable was set"
+            )
     host = parts.hostname
     if token is not None and parts.scheme == "ws" and not is_loopback(host):
         raise PermissionDenied(
