@@ -1,0 +1,387 @@
+"""Peers for the remote-mode tests: the real Codex app-server on ``ws://127.0.0.1:<port>`` behind a token, a TLS
+WebSocket echo server (`websockets`, certificates from `trustme`), and a WebSocket client (`websockets`' sync
+client) that speaks through a byte proxy run as a subprocess.
+
+Everything binds 127.0.0.1 or a Unix socket in a temporary folder, and everything started is stopped on the way
+out, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.sync.client import connect
+
+from .codex_server import OFFLINE_CONFIG, STARTUP_TIMEOUT, CodexServer, CodexServerError
+from .websockets_peer import Handler, PeerLog, echo
+
+JsonObject = dict[str, Any]
+
+#: How long starting or stopping a server thread may take, in seconds.
+THREAD_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# -- the real app-server on ws://127.0.0.1:<port> -----------------------------------------------------------
+
+
+@dataclass
+class WsCodexServer:
+    """A running ``codex app-server --listen ws://127.0.0.1:<port>`` (``server`` stops it)."""
+
+    server: CodexServer
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def is_ready(self) -> bool:
+        """True when ``GET /readyz`` answers 200 (the listener prints that URL when it starts)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            connection.request("GET", "/readyz")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    def wait_until_ready(self, timeout: float) -> None:
+        """Poll ``/readyz``. :raises CodexServerError: the server exited, or was not ready in *timeout* seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.is_ready():
+            status = self.server.process.poll()
+            if status is not None:
+                raise CodexServerError(
+                    f"codex app-server (pid {self.server.pid}) exited with {status} before ws://127.0.0.1:"
+                    f"{self.port} was ready; log tail:\n{self.server.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise CodexServerError(
+                    f"codex app-server (pid {self.server.pid}) was not ready at ws://127.0.0.1:{self.port} "
+                    f"within {timeout:g} s; log tail:\n{self.server.log_tail()}"
+                )
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_ws_codex_server(
+    codex: Path, codex_home: Path, auth_args: Sequence[str], timeout: float = STARTUP_TIMEOUT
+) -> Iterator[WsCodexServer]:
+    """``codex app-server --listen ws://127.0.0.1:<free port> *auth_args`` with ``CODEX_HOME=codex_home`` (offline
+    config), ready to take connections; stopped (its whole process group) on exit, whatever happened.
+
+    A port taken between picking and binding it is retried with another one, twice.
+    """
+    codex_home.mkdir(parents=True, exist_ok=True)
+    config = codex_home / "config.toml"
+    if not config.exists():
+        config.write_text(OFFLINE_CONFIG, encoding="utf-8")
+    env = dict(os.environ)
+    env["CODEX_HOME"] = str(codex_home)
+    for attempt in range(3):
+        port = free_port()
+        log_path = codex_home.with_name(f"{codex_home.name}-ws{port}.log")
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [str(codex), "app-server", "--listen", f"ws://127.0.0.1:{port}", *auth_args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=codex_home,
+                start_new_session=True,  # the Node launcher and the native binary share a process group
+            )
+        ws_server = WsCodexServer(CodexServer(codex_home, process.pid, log_path, process), port)
+        try:
+            try:
+                ws_server.wait_until_ready(timeout)
+            except CodexServerError:
+                if attempt < 2 and "in use" in ws_server.server.log_tail():
+                    continue  # someone took the port: the finally below stops this one, then try another
+                raise
+            yield ws_server
+            return
+        finally:
+            ws_server.server.stop()
+
+
+# -- a TLS WebSocket server in a thread ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeenRequest:
+    """An opening handshake request as the server received it."""
+
+    path: str
+    headers: tuple[tuple[str, str], ...]
+
+    def get_all(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+
+class _ErrorRecorder(logging.Handler):
+    def __init__(self, log: PeerLog) -> None:
+        super().__init__(logging.ERROR)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._log.error(self.format(record))
+
+
+@dataclass
+class _TlsRecord:
+    sni: list[str | None] = field(default_factory=list)
+    requests: list[SeenRequest] = field(default_factory=list)
+
+
+class TlsWebSocketsServer:
+    """A `websockets` server on ``127.0.0.1:<port>`` with TLS (*cert*, e.g. from a :class:`trustme.CA`), run by
+    *handler* in a thread with its own asyncio loop.
+
+    It records the SNI name of each TLS handshake (``None``: the client sent none) and each opening handshake
+    request; messages and errors go to :attr:`log` as with :class:`~.websockets_peer.WebSocketsPeer`.
+    """
+
+    def __init__(self, cert: trustme.LeafCert, handler: Handler = echo) -> None:
+        self.log = PeerLog()
+        self.port = 0
+        self._cert = cert
+        self._handler = handler
+        self._lock = threading.Lock()
+        self._record = _TlsRecord()
+        self._logger = logging.Logger("tls_websockets_server", logging.INFO)  # private: not in the hierarchy
+        self._logger.addHandler(_ErrorRecorder(self.log))
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="tls-websockets-server", daemon=True)
+
+    @property
+    def sni_names(self) -> list[str | None]:
+        with self._lock:
+            return list(self._record.sni)
+
+    @property
+    def requests(self) -> list[SeenRequest]:
+        with self._lock:
+            return list(self._record.requests)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(THREAD_TIMEOUT):
+            raise RuntimeError(f"the TLS websockets server did not start within {THREAD_TIMEOUT:g} s")
+        if self._startup_error is not None:
+            self._thread.join(THREAD_TIMEOUT)
+            raise RuntimeError("the TLS websockets server failed to start") from self._startup_error
+
+    def stop(self) -> None:
+        """Stop the server and join its thread; safe to call more than once, or after a failed start."""
+        if not self._thread.is_alive():
+            return
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed already: the thread is ending
+                loop.call_soon_threadsafe(stop.set)
+        self._thread.join(THREAD_TIMEOUT * 2)
+        if self._thread.is_alive():
+            raise RuntimeError("the TLS websockets server thread did not stop")
+
+    def __enter__(self) -> TlsWebSocketsServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the server thread ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:
+            if not self._ready.is_set():
+                self._startup_error = exc
+                self._ready.set()
+            else:
+                self.log.error(f"the server thread failed: {''.join(traceback.format_exception(exc))}")
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._cert.configure_cert(context)
+        context.sni_callback = self._sni_callback
+        server = await serve(
+            self._serve,
+            "127.0.0.1",
+            0,
+            ssl=context,
+            compression=None,
+            ping_interval=None,
+            process_request=self._process_request,
+            logger=self._logger,
+        )
+        self.port = next(iter(server.sockets)).getsockname()[1]
+        self._ready.set()
+        await self._stop.wait()
+        server.close()
+        try:
+            await asyncio.wait_for(server.wait_closed(), THREAD_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.log.error(f"the server did not close within {THREAD_TIMEOUT:g} s: a handler is stuck")
+
+    def _sni_callback(self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        with self._lock:
+            self._record.sni.append(server_name)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        seen = SeenRequest(request.path, tuple((str(k), str(v)) for k, v in request.headers.raw_items()))
+        with self._lock:
+            self._record.requests.append(seen)
+        return None
+
+    async def _serve(self, connection: ServerConnection) -> None:
+        self.log.connected()
+        try:
+            await self._handler(connection, self.log)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            self.log.error(f"the handler failed: {traceback.format_exc()}")
+        finally:
+            await connection.close()
+            close = connection.protocol.close_rcvd
+            self.log.finished(None if close is None else int(close.code), None if close is None else close.reason)
+
+
+# -- a WebSocket client speaking through a byte proxy -------------------------------------------------------
+
+
+@dataclass
+class RawConversation:
+    """What a WebSocket client saw through a byte proxy (``--raw`` or ``codex app-server proxy``)."""
+
+    status: int
+    stderr: str
+    handshake_status: int
+    handshake_headers: dict[str, str]
+    responses: dict[int, JsonObject]
+    notifications: list[str]
+
+
+def _initialize_request(request_id: int) -> JsonObject:
+    client_info = {"name": "codex_appserver_proxy_tests", "title": "raw mode", "version": "0"}
+    return {
+        "method": "initialize",
+        "id": request_id,
+        "params": {"clientInfo": client_info, "capabilities": {"experimentalApi": True}},
+    }
+
+
+def converse_through(argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float) -> RawConversation:
+    """Run *argv* with one end of a socket pair as its stdin and stdout, and speak WebSocket on the other end
+    with `websockets`' sync client: ``initialize``, ``initialized``, ``thread/list``, then a normal close.
+
+    Blocking (run it in a thread from trio). The process runs in its own process group, killed if it is still
+    running when this returns or raises.
+    """
+    ours, theirs = socket.socketpair()
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
+                stderr=stderr,
+                env=dict(env),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        try:
+            responses: dict[int, JsonObject] = {}
+            notifications: list[str] = []
+
+            def until_response(websocket: Any, request_id: int) -> None:
+                while request_id not in responses:
+                    message = json.loads(websocket.recv(timeout=timeout))
+                    assert isinstance(message, dict)
+                    assert not ("method" in message and "id" in message), f"unexpected server request: {message}"
+                    if "method" in message:
+                        notifications.append(message["method"])
+                    else:
+                        responses[message["id"]] = message
+
+            with connect("ws://localhost/", sock=ours, open_timeout=timeout, close_timeout=2) as websocket:
+                response = websocket.response
+                assert response is not None
+                websocket.send(json.dumps(_initialize_request(1)))
+                until_response(websocket, 1)
+                websocket.send(json.dumps({"method": "initialized"}))
+                websocket.send(json.dumps({"method": "thread/list", "id": 2, "params": {}}))
+                until_response(websocket, 2)
+            status = process.wait(timeout)
+            stderr.seek(0)
+            return RawConversation(
+                status=status,
+                stderr=stderr.read().decode("utf-8", "replace"),
+                handshake_status=response.status_code,
+                handshake_headers={key.lower(): value for key, value in response.headers.raw_items()},
+                responses=responses,
+                notifications=notifications,
+            )
+        finally:
+            ours.close()
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def shape(value: object) -> object:
+    """The structure of a JSON value: object keys with their values' shapes, a list's distinct element shapes,
+    and the type name of anything else."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        shapes: list[object] = []
+        for item in value:
+            if shape(item) not in shapes:
+                shapes.append(shape(item))
+        return shapes
+    return type(value).__name__
