@@ -193,6 +193,23 @@ async def test_wait_retries_a_refused_connection(empty_home: Path) -> None:
     assert elapsed >= 1.0
 
 
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
+async def test_signal_while_waiting_ends_at_once(empty_home: Path, signum: signal.Signals, status: int) -> None:
+    """Before any connection there is nothing to close: a signal ends the wait with 128+N, quietly."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            proxy = await ProxyProcess.start(nursery, ["--wait", "60", "-v"], env={"CODEX_HOME": str(empty_home)})
+            try:
+                while "nothing listens at" not in proxy.stderr_text:  # it is in the --wait loop
+                    await trio.sleep(0.05)
+                proxy.signal(signum)
+                assert await proxy.wait() == status
+                assert await proxy.read_rest() == b""
+            finally:
+                proxy.kill()
+    assert "Traceback" not in proxy.stderr_text
+
+
 # -- --start -------------------------------------------------------------------------------------------
 
 
