@@ -41,7 +41,7 @@ PROXY_EPILOG = f"""{_exit_status_help()}
 Examples:
   printf '%s\\n' '{{"method":"initialize","id":1,"params":{{"clientInfo":{{"name":"sh","version":"1"}}}}}}' \\
     | codex-appserver proxy
-  codex-appserver proxy --until turn/completed --drain-timeout 600 < turn.jsonl > turn.out.jsonl
+  codex-appserver proxy --until turn/completed < turn.jsonl > turn.out.jsonl
   codex-appserver proxy --remote wss://devbox.example:4500 --remote-auth-token-env CODEX_TOKEN
 
 See 'man codex-appserver-proxy' for the full reference.
@@ -109,10 +109,10 @@ def main() -> None:
 @click.option(
     "--drain-timeout",
     type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
+    default=None,
     metavar="SECONDS",
-    help="After stdin EOF, how long to wait for the responses still owed.",
+    help="After stdin EOF, how long to wait for the responses still owed (and an --until notification).  "
+    "[default: 10, or 600 with --until]",
 )
 @click.option(
     "--connect-timeout",
@@ -213,7 +213,7 @@ def proxy(
     remote_auth_token_env: str | None,
     cacert: str | None,
     raw: bool,
-    drain_timeout: float,
+    drain_timeout: float | None,
     connect_timeout: float,
     max_message_size: int,
     max_incoming_size: int,
@@ -250,7 +250,8 @@ def proxy(
     options = ProxyOptions(
         target=target,
         raw=raw,
-        drain_timeout=drain_timeout,
+        # A model turn takes minutes: --until waits for one, so it gets a longer default.
+        drain_timeout=drain_timeout if drain_timeout is not None else (600.0 if until else 10.0),
         connect_timeout=connect_timeout,
         max_message_size=max_message_size,
         max_incoming_size=max_incoming_size,
