@@ -292,3 +292,26 @@ async def test_killed_server_exits_69(codex_bin: Path, tmp_path_factory: pytest.
         f"codex-appserver: no app-server is listening at {sock} (a link to {os.readlink(sock)}, which does not "
         f"exist); {START_HINT}\n"
     )
+
+
+async def test_overload_retry_gets_every_pipelined_request_through(codex_server: CodexServer) -> None:
+    """5,000 pipelined requests overflow Codex's 128-slot intake: with retries none of its -32001 errors reaches
+    stdout and every request has its real response; with --no-overload-retry the errors come through."""
+    count = 5000
+    stdin = initialize("init") + INITIALIZED
+    stdin += b"".join(request(i, "fs/getMetadata", {"path": "/"}) for i in range(count))
+    env = {"CODEX_HOME": str(codex_server.codex_home)}
+
+    with trio.fail_after(TIMEOUT):
+        done = await run_proxy_cli(["--drain-timeout", "120"], stdin, env=env)
+    assert done.status == 0, done.stderr_text
+    answers = [m for m in parse_lines(done.stdout_lines) if is_response(m) and m["id"] != "init"]
+    assert sorted(m["id"] for m in answers) == list(range(count))
+    assert all("result" in m for m in answers), [m for m in answers if "error" in m][:3]
+
+    with trio.fail_after(TIMEOUT):
+        plain = await run_proxy_cli(["--drain-timeout", "120", "--no-overload-retry"], stdin, env=env)
+    assert plain.status == 0, plain.stderr_text
+    errors = [m for m in parse_lines(plain.stdout_lines) if is_response(m) and "error" in m]
+    assert errors, "the intake never overflowed, so this test proves nothing"
+    assert {m["error"]["code"] for m in errors} == {-32001}
