@@ -42,7 +42,7 @@ Examples:
   printf '%s\\n' '{{"method":"initialize","id":1,"params":{{"clientInfo":{{"name":"sh","version":"1"}}}}}}' \\
     | codex-appserver proxy
   codex-appserver proxy --until turn/completed < turn.jsonl > turn.out.jsonl
-  codex-appserver proxy --remote wss://devbox.example:4500 --remote-auth-token-env CODEX_TOKEN
+  codex-appserver proxy --remote ws://127.0.0.1:4500 --remote-auth-token-env CODEX_TOKEN < session.jsonl
 
 See 'man codex-appserver-proxy' for the full reference.
 """

@@ -130,9 +130,14 @@ async def open_tcp(target: RemoteTarget) -> trio.abc.Stream:
         await trio.aclose_forcefully(stream)
         cause = exc.__cause__
         if isinstance(cause, ssl.SSLCertVerificationError):
+            remedy = (
+                "check that --cacert holds the CA that signed the server's certificate and that the URL's host "
+                "is a name in it"
+                if target.cacert
+                else "if the server uses a private CA, pass its certificate with --cacert"
+            )
             raise ProtocolViolation(
-                f"TLS certificate verification failed for {target}: {cause.verify_message}; "
-                "if the server uses a private CA, pass its certificate with --cacert"
+                f"TLS certificate verification failed for {target}: {str(cause.verify_message).rstrip('.')}; {remedy}"
             ) from None
         raise ProtocolViolation(f"TLS handshake with {target} failed: {cause or exc}") from None
     return tls
