@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,3 +139,27 @@ class ProxyProcess:
     def kill(self) -> None:
         if self.process.returncode is None:
             self.process.kill()
+
+
+@asynccontextmanager
+async def running_proxy(
+    args: Sequence[str], env: Mapping[str, str] | None = None, reap_timeout: float = math.inf
+) -> AsyncIterator[ProxyProcess]:
+    """An interactive proxy (see :class:`ProxyProcess`), killed and reaped when the block ends however it ends
+    (waiting at most *reap_timeout* seconds for it to go), its pipes closed afterwards."""
+    process: ProxyProcess | None = None
+    try:
+        async with trio.open_nursery() as nursery:  # the nursery collects stderr until the proxy exits
+            process = await ProxyProcess.start(nursery, args, env)
+            try:
+                yield process
+            finally:
+                process.kill()
+                with trio.CancelScope(shield=True), trio.move_on_after(reap_timeout):
+                    await process.wait()
+    finally:
+        if process is not None:
+            with trio.CancelScope(shield=True):
+                for pipe in (process.process.stdin, process.process.stdout, process.process.stderr):
+                    if pipe is not None:
+                        await pipe.aclose()

@@ -16,7 +16,7 @@ import pytest
 import trio
 from wsproto.events import CloseConnection, Ping, Pong
 
-from .proxy_process import run_proxy_cli
+from .proxy_process import run_proxy_cli, running_proxy
 from .scripted_server import ScriptedConnection, open_scripted_server
 from .test_scripted_server import (
     CLOSE,
@@ -29,7 +29,6 @@ from .test_scripted_server import (
     frame,
     jsonl,
     one_line,
-    running_proxy,
     sock_args,
     stderr_lines,
 )

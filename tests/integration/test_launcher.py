@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from .codex_server import OFFLINE_CONFIG, SOCKET_RELATIVE_PATH, CodexServer, start_codex_server
-from .proxy_process import ProxyProcess, run_proxy_cli
+from .proxy_process import run_proxy_cli, running_proxy
 from .test_turns import (
     INITIALIZED,
     initialize,
@@ -112,19 +112,6 @@ def stopping(server: CodexServer) -> Iterator[CodexServer]:
         server.remove_leftovers()
 
 
-@contextlib.asynccontextmanager
-async def interactive_proxy_in(codex_home: Path, args: list[str]) -> AsyncIterator[ProxyProcess]:
-    """An interactive proxy with ``CODEX_HOME=codex_home``; killed if the test leaves it running."""
-    async with trio.open_nursery() as nursery:
-        proxy = await ProxyProcess.start(nursery, args, env={"CODEX_HOME": str(codex_home)})
-        try:
-            yield proxy
-        finally:
-            proxy.kill()
-            with trio.CancelScope(shield=True):
-                await proxy.wait()
-
-
 # -- --wait --------------------------------------------------------------------------------------------
 
 
@@ -141,7 +128,7 @@ async def test_wait_connects_to_a_server_that_starts_later(codex_bin: Path, empt
         assert not accepts_connections(sock)
 
     with trio.fail_after(TIMEOUT):
-        async with interactive_proxy_in(empty_home, ["--wait", "20", "-v"]) as proxy:
+        async with running_proxy(["--wait", "20", "-v"], env={"CODEX_HOME": str(empty_home)}) as proxy:
             await proxy.send(initialize(1))  # read once connected
             await trio.sleep(1.5)
             assert proxy.process.returncode is None, proxy.stderr_text  # still waiting
@@ -197,16 +184,12 @@ async def test_wait_retries_a_refused_connection(empty_home: Path) -> None:
 async def test_signal_while_waiting_ends_at_once(empty_home: Path, signum: signal.Signals, status: int) -> None:
     """Before any connection there is nothing to close: a signal ends the wait with 128+N, quietly."""
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            proxy = await ProxyProcess.start(nursery, ["--wait", "60", "-v"], env={"CODEX_HOME": str(empty_home)})
-            try:
-                while "nothing listens at" not in proxy.stderr_text:  # it is in the --wait loop
-                    await trio.sleep(0.05)
-                proxy.signal(signum)
-                assert await proxy.wait() == status
-                assert await proxy.read_rest() == b""
-            finally:
-                proxy.kill()
+        async with running_proxy(["--wait", "60", "-v"], env={"CODEX_HOME": str(empty_home)}) as proxy:
+            while "nothing listens at" not in proxy.stderr_text:  # it is in the --wait loop
+                await trio.sleep(0.05)
+            proxy.signal(signum)
+            assert await proxy.wait() == status
+            assert await proxy.read_rest() == b""
     assert "Traceback" not in proxy.stderr_text
 
 

@@ -9,8 +9,6 @@ import os
 import random
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pytest
 import trio
 
 from .codex_server import CodexServer, running_codex_server
-from .proxy_process import ProxyProcess, run_proxy_cli
+from .proxy_process import ProxyProcess, run_proxy_cli, running_proxy
 
 pytestmark = pytest.mark.codex
 
@@ -91,19 +89,6 @@ async def read_response(proxy: ProxyProcess, request_id: int | str) -> JsonObjec
     return (await read_response_line(proxy, request_id))[1]
 
 
-@asynccontextmanager
-async def interactive_proxy(server: CodexServer) -> AsyncIterator[ProxyProcess]:
-    """A proxy started with only ``CODEX_HOME`` in its environment; killed if the test leaves it running."""
-    async with trio.open_nursery() as nursery:
-        proxy = await ProxyProcess.start(nursery, [], env=server.env)
-        try:
-            yield proxy
-        finally:
-            proxy.kill()
-            with trio.CancelScope(shield=True):
-                await proxy.wait()
-
-
 async def start_session(proxy: ProxyProcess, codex_home: Path) -> None:
     await proxy.send(initialize(1))
     result = result_of(await read_response(proxy, 1))
@@ -141,7 +126,7 @@ async def test_one_shot_initialize_and_thread_start(codex_server: CodexServer, t
 
 async def test_interactive_thread_start_read_list(codex_server: CodexServer, tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
-        async with interactive_proxy(codex_server) as proxy:
+        async with running_proxy([], env=codex_server.env) as proxy:
             await start_session(proxy, codex_server.codex_home)
 
             await proxy.send(request(2, "thread/start", {"cwd": str(tmp_path)}))
@@ -194,7 +179,7 @@ async def test_twenty_mib_write_then_read_back(codex_server: CodexServer, tmp_pa
     path = tmp_path / "big.bin"
 
     with trio.fail_after(TIMEOUT):
-        async with interactive_proxy(codex_server) as proxy:
+        async with running_proxy([], env=codex_server.env) as proxy:
             await start_session(proxy, codex_server.codex_home)
 
             write = request(2, "fs/writeFile", {"path": str(path), "dataBase64": encoded})

@@ -38,7 +38,7 @@ from websockets.uri import parse_uri
 from proxy.cli import main
 
 from .codex_server import CodexServer
-from .proxy_process import ROOT, Finished, ProxyProcess, proxy_argv, proxy_env, run_proxy_cli
+from .proxy_process import ROOT, Finished, ProxyProcess, proxy_argv, proxy_env, run_proxy_cli, running_proxy
 from .remote_peers import TlsWebSocketsServer, WsCodexServer, converse_through, running_ws_codex_server, shape
 
 JsonObject = dict[str, Any]
@@ -601,22 +601,16 @@ async def test_raw_conversation_then_stdin_eof_exits_0(codex_server: CodexServer
             client.receive(data)
 
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            proxy = await ProxyProcess.start(nursery, ["--raw"], env=codex_server.env)
-            try:
-                await proxy.send(client.handshake)
-                await receive_until(proxy, lambda: client.response is not None)
-                assert client.response is not None
-                assert client.response.status_code == 101
-                await proxy.send(client.text_frame(json.loads(initialize(1))))
-                await receive_until(proxy, lambda: client.answer_to(1) is not None)
-                await proxy.close_stdin()
-                client.receive(await proxy.read_rest())  # to EOF: the server closed after our half-close
-                assert await proxy.wait() == 0, proxy.stderr_text
-            finally:
-                proxy.kill()
-                with trio.CancelScope(shield=True):
-                    await proxy.wait()
+        async with running_proxy(["--raw"], env=codex_server.env) as proxy:
+            await proxy.send(client.handshake)
+            await receive_until(proxy, lambda: client.response is not None)
+            assert client.response is not None
+            assert client.response.status_code == 101
+            await proxy.send(client.text_frame(json.loads(initialize(1))))
+            await receive_until(proxy, lambda: client.answer_to(1) is not None)
+            await proxy.close_stdin()
+            client.receive(await proxy.read_rest())  # to EOF: the server closed after our half-close
+            assert await proxy.wait() == 0, proxy.stderr_text
     answer = client.answer_to(1)
     assert answer is not None
     assert result_of(answer)["codexHome"] == str(codex_server.codex_home)

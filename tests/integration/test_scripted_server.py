@@ -16,8 +16,6 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from wsproto.events import CloseConnection, Pong, TextMessage
 
 from proxy import __version__
 
-from .proxy_process import ROOT, Finished, ProxyProcess, proxy_argv, proxy_env, run_proxy_cli
+from .proxy_process import ROOT, Finished, ProxyProcess, proxy_argv, proxy_env, run_proxy_cli, running_proxy
 from .scripted_server import ScriptedConnection, ScriptedServer, open_scripted_server
 
 #: Guards against hangs; never what a test measures.
@@ -95,27 +93,6 @@ def stderr_lines(stderr: bytes | str) -> list[str]:
 
 def whole_lines(stdout: bytes) -> None:
     assert not stdout or stdout.endswith(b"\n"), f"partial line on stdout: {stdout[-80:]!r}"
-
-
-@asynccontextmanager
-async def running_proxy(args: Sequence[str]) -> AsyncIterator[ProxyProcess]:
-    """An interactive proxy, killed and reaped when the block ends however it ends."""
-    process: ProxyProcess | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            process = await ProxyProcess.start(nursery, args)
-            try:
-                yield process
-            finally:
-                process.kill()
-                with trio.CancelScope(shield=True):
-                    await process.wait()
-    finally:
-        if process is not None:
-            with trio.CancelScope(shield=True):
-                for pipe in (process.process.stdin, process.process.stdout, process.process.stderr):
-                    if pipe is not None:
-                        await pipe.aclose()
 
 
 async def finish(proxy: ProxyProcess) -> tuple[int, bytes]:

@@ -11,8 +11,7 @@ API (:mod:`tests.integration.mock_responses`), so every turn runs offline and is
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import trio
 
 from .codex_server import CodexServer, running_codex_server
 from .mock_responses import FunctionCall, Message, MockResponses, running_mock_responses
-from .proxy_process import ProxyProcess, run_proxy_cli
+from .proxy_process import ProxyProcess, run_proxy_cli, running_proxy
 
 pytestmark = pytest.mark.codex
 
@@ -97,19 +96,6 @@ def completed_turns(messages: list[JsonObject], thread_id: str) -> list[JsonObje
 
 
 # -- an interactive proxy ------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def interactive_proxy(server: CodexServer, args: tuple[str, ...] = ()) -> AsyncIterator[ProxyProcess]:
-    """A proxy finding the server through ``CODEX_HOME``; killed if the test leaves it running."""
-    async with trio.open_nursery() as nursery:
-        proxy = await ProxyProcess.start(nursery, list(args), env=server.env)
-        try:
-            yield proxy
-        finally:
-            proxy.kill()
-            with trio.CancelScope(shield=True):
-                await proxy.wait()
 
 
 async def read_until(
@@ -250,7 +236,7 @@ async def test_turn_streams_agent_message_deltas_in_order(
     mock_model.script(HELLO_PROMPT, HELLO)
 
     with trio.fail_after(TIMEOUT):
-        async with interactive_proxy(turn_server) as proxy:
+        async with running_proxy([], env=turn_server.env) as proxy:
             await start_session(proxy, turn_server)
             thread_id = await start_thread(proxy, 2, workdir, "never")
 
@@ -270,7 +256,7 @@ async def test_command_approval_round_trip(turn_server: CodexServer, mock_model:
     mock_model.script(RUN_PROMPT, RUN_CALL, RUN_DONE)
 
     with trio.fail_after(TIMEOUT):
-        async with interactive_proxy(turn_server) as proxy:
+        async with running_proxy([], env=turn_server.env) as proxy:
             await start_session(proxy, turn_server)
             thread_id = await start_thread(proxy, 2, workdir, "untrusted")
             first_turn, messages = await run_turn(proxy, 3, thread_id, HELLO_PROMPT)
@@ -328,7 +314,7 @@ async def test_pipeline_resumes_a_thread_and_prints_the_whole_turn(
 
     with trio.fail_after(TIMEOUT):
         # A first turn, so that the thread has a rollout to resume (0.169.0: "no rollout found" before one).
-        async with interactive_proxy(turn_server) as proxy:
+        async with running_proxy([], env=turn_server.env) as proxy:
             await start_session(proxy, turn_server)
             thread_id = await start_thread(proxy, 2, workdir, "never")
             first_turn, messages = await run_turn(proxy, 3, thread_id, HELLO_PROMPT)

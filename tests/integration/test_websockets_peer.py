@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 
 import pytest
 import trio
 from websockets.asyncio.server import ServerConnection
 
-from .proxy_process import ProxyProcess, run_proxy_cli
-from .websockets_peer import MAX_UNFRAGMENTED_HEADER, FrameInfo, PeerLog, PeerPool, WebSocketsPeer, echo
+from .proxy_process import ProxyProcess, run_proxy_cli, running_proxy
+from .websockets_peer import MAX_UNFRAGMENTED_HEADER, FrameInfo, PeerLog, PeerPool, echo
 
 MiB = 1024 * 1024
 
@@ -38,27 +37,6 @@ def peers() -> Iterator[PeerPool]:
     finally:
         errors = pool.close()
     assert not errors, "the websockets peer recorded errors:\n" + "\n".join(errors)
-
-
-@asynccontextmanager
-async def proxy_session(peer: WebSocketsPeer, *args: str) -> AsyncIterator[ProxyProcess]:
-    """An interactive proxy connected to *peer*; killed, reaped and its pipes closed on the way out."""
-    proxy: ProxyProcess | None = None
-    try:
-        async with trio.open_nursery() as nursery:  # the nursery collects stderr until the proxy exits
-            proxy = await ProxyProcess.start(nursery, ["--sock", peer.path, *args])
-            try:
-                yield proxy
-            finally:
-                proxy.kill()
-                with trio.CancelScope(shield=True), trio.move_on_after(PROMPT):
-                    await proxy.wait()
-    finally:
-        if proxy is not None:
-            with trio.CancelScope(shield=True):
-                for stream in (proxy.process.stdin, proxy.process.stdout, proxy.process.stderr):
-                    if stream is not None:
-                        await stream.aclose()
 
 
 async def finish(proxy: ProxyProcess) -> tuple[int, bytes]:
@@ -167,7 +145,7 @@ INTERACTIVE_LINES = [
 async def test_interactive_echo_is_byte_exact(peers: PeerPool) -> None:
     peer = peers.start(echo)
     with trio.fail_after(GUARD):
-        async with proxy_session(peer) as proxy:
+        async with running_proxy(["--sock", peer.path], reap_timeout=PROMPT) as proxy:
             for line in INTERACTIVE_LINES:
                 await proxy.send(line + b"\n")
                 assert await proxy.read_line() == line
@@ -285,7 +263,8 @@ async def hello_then_burst(connection: ServerConnection, log: PeerLog) -> None:
 async def test_signal_closes_with_going_away(peers: PeerPool, signum: signal.Signals, status: int) -> None:
     peer = peers.start(hello_then_burst)
     with trio.fail_after(GUARD):
-        async with proxy_session(peer) as proxy:  # stdin stays open: the proxy is idle, not draining
+        # stdin stays open: the proxy is idle, not draining
+        async with running_proxy(["--sock", peer.path], reap_timeout=PROMPT) as proxy:
             assert await proxy.read_line() == HELLO
             await proxy.send(BURST_REQUEST + b"\n")
             await peer.log.wait_for_event("burst sent")
@@ -317,7 +296,7 @@ async def push_forever(connection: ServerConnection, log: PeerLog) -> None:
 async def test_closed_stdout_exits_141_quietly(peers: PeerPool) -> None:
     peer = peers.start(push_forever)
     with trio.fail_after(GUARD):
-        async with proxy_session(peer) as proxy:
+        async with running_proxy(["--sock", peer.path], reap_timeout=PROMPT) as proxy:
             assert json.loads(await proxy.read_line())["method"] == "test/tick"
             assert proxy.process.stdout is not None
             await proxy.process.stdout.aclose()  # the reader goes away, as `head -1` would
@@ -349,7 +328,8 @@ async def test_server_close(peers: PeerPool, code: int, reason: str, status: int
 
     peer = peers.start(say_bye_and_close)
     with trio.fail_after(GUARD):
-        async with proxy_session(peer) as proxy:  # stdin stays open: the server's close alone ends the session
+        # stdin stays open: the server's close alone ends the session
+        async with running_proxy(["--sock", peer.path], reap_timeout=PROMPT) as proxy:
             assert await proxy.read_line() == BYE
             with trio.fail_after(PROMPT):
                 exit_status, rest = await finish(proxy)
