@@ -163,3 +163,23 @@ async def running_proxy(
                 for pipe in (process.process.stdin, process.process.stdout, process.process.stderr):
                     if pipe is not None:
                         await pipe.aclose()
+
+
+async def finish(proxy: ProxyProcess) -> tuple[int, bytes]:
+    """Wait for an interactive proxy to exit: its status and everything it wrote to stdout."""
+    stdout = await proxy.read_rest()
+    return await proxy.wait(), stdout
+
+
+def finished(proxy: ProxyProcess, ended: tuple[int, bytes]) -> Finished:
+    """The whole run; call after the :func:`running_proxy` block, when stderr has been read to its end."""
+    status, stdout = ended
+    return Finished(status, stdout, proxy.stderr_text.encode())
+
+
+async def close_and_finish(proxy: ProxyProcess) -> bytes:
+    """Close stdin, read stdout to its end, expect exit 0; return what was left on stdout."""
+    await proxy.close_stdin()
+    status, rest = await finish(proxy)
+    assert status == 0, proxy.stderr_text
+    return rest

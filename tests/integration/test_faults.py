@@ -2,7 +2,8 @@
 
 A stdout reader that stalls while the server pushes a gigabyte (the proxy keeps reading the socket, spools to
 disk, stays small, and delivers every byte in order), a spool limit, keepalive pings, overload retries, size
-limits both ways, and malformed input the server may send. Helpers come from :mod:`.test_scripted_server`.
+limits both ways, and malformed input the server may send. Helpers come from :mod:`.test_scripted_server` and
+:mod:`.proxy_process`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 import trio
 from wsproto.events import CloseConnection, Ping, Pong
 
-from .proxy_process import run_proxy_cli, running_proxy
+from .proxy_process import finish, finished, run_proxy_cli, running_proxy
 from .scripted_server import ScriptedConnection, open_scripted_server
 from .test_scripted_server import (
     CLOSE,
@@ -24,8 +25,6 @@ from .test_scripted_server import (
     GUARD,
     TEXT,
     compact,
-    finish,
-    finished,
     frame,
     jsonl,
     one_line,

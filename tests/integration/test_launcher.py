@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from .codex_server import OFFLINE_CONFIG, SOCKET_RELATIVE_PATH, CodexServer, start_codex_server
-from .proxy_process import run_proxy_cli, running_proxy
+from .proxy_process import close_and_finish, run_proxy_cli, running_proxy
 from .test_turns import (
     INITIALIZED,
     initialize,
@@ -143,9 +143,7 @@ async def test_wait_connects_to_a_server_that_starts_later(codex_bin: Path, empt
                 await proxy.send(INITIALIZED + request(2, "thread/list"))
                 messages = await read_until(proxy, is_response)
                 assert isinstance(response_to(messages, 2)["data"], list)
-                await proxy.close_stdin()
-                await proxy.read_rest()
-                assert await proxy.wait() == 0, proxy.stderr_text
+                await close_and_finish(proxy)
     assert f"connected to {sock}" in proxy.stderr_text
 
 

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from .codex_server import CodexServer, running_codex_server
-from .proxy_process import ProxyProcess, run_proxy_cli, running_proxy
+from .proxy_process import ProxyProcess, close_and_finish, run_proxy_cli, running_proxy
 
 pytestmark = pytest.mark.codex
 
@@ -96,14 +96,6 @@ async def start_session(proxy: ProxyProcess, codex_home: Path) -> None:
     await proxy.send(INITIALIZED)
 
 
-async def finish(proxy: ProxyProcess) -> bytes:
-    """Close stdin, read stdout to its end, expect exit 0; return what was left on stdout."""
-    await proxy.close_stdin()
-    rest = await proxy.read_rest()
-    assert await proxy.wait() == 0, proxy.stderr_text
-    return rest
-
-
 async def test_one_shot_initialize_and_thread_start(codex_server: CodexServer, tmp_path: Path) -> None:
     cwd = tmp_path / "work"
     cwd.mkdir()
@@ -140,7 +132,7 @@ async def test_interactive_thread_start_read_list(codex_server: CodexServer, tmp
             await proxy.send(request(4, "thread/list"))
             assert isinstance(result_of(await read_response(proxy, 4))["data"], list)
 
-            rest = await finish(proxy)
+            rest = await close_and_finish(proxy)
             assert all(not is_response(m) for m in parse_lines(rest.split(b"\n")[:-1]))
         assert proxy.stderr_text == ""
 
@@ -196,7 +188,7 @@ async def test_twenty_mib_write_then_read_back(codex_server: CodexServer, tmp_pa
             await proxy.send(request(4, "thread/list"))
             assert isinstance(result_of(await read_response(proxy, 4))["data"], list)
 
-            await finish(proxy)
+            await close_and_finish(proxy)
         assert proxy.stderr_text == ""
 
 

@@ -38,7 +38,16 @@ from websockets.uri import parse_uri
 from proxy.cli import main
 
 from .codex_server import CodexServer
-from .proxy_process import ROOT, Finished, ProxyProcess, proxy_argv, proxy_env, run_proxy_cli, running_proxy
+from .proxy_process import (
+    ROOT,
+    Finished,
+    ProxyProcess,
+    close_and_finish,
+    proxy_argv,
+    proxy_env,
+    run_proxy_cli,
+    running_proxy,
+)
 from .remote_peers import TlsWebSocketsServer, WsCodexServer, converse_through, running_ws_codex_server, shape
 
 JsonObject = dict[str, Any]
@@ -608,9 +617,7 @@ async def test_raw_conversation_then_stdin_eof_exits_0(codex_server: CodexServer
             assert client.response.status_code == 101
             await proxy.send(client.text_frame(json.loads(initialize(1))))
             await receive_until(proxy, lambda: client.answer_to(1) is not None)
-            await proxy.close_stdin()
-            client.receive(await proxy.read_rest())  # to EOF: the server closed after our half-close
-            assert await proxy.wait() == 0, proxy.stderr_text
+            client.receive(await close_and_finish(proxy))  # to EOF: the server closed after our half-close
     answer = client.answer_to(1)
     assert answer is not None
     assert result_of(answer)["codexHome"] == str(codex_server.codex_home)

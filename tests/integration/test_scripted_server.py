@@ -24,7 +24,7 @@ from wsproto.events import CloseConnection, Pong, TextMessage
 
 from proxy import __version__
 
-from .proxy_process import ROOT, Finished, ProxyProcess, proxy_argv, proxy_env, run_proxy_cli, running_proxy
+from .proxy_process import ROOT, finish, finished, proxy_argv, proxy_env, run_proxy_cli, running_proxy
 from .scripted_server import ScriptedConnection, ScriptedServer, open_scripted_server
 
 #: Guards against hangs; never what a test measures.
@@ -93,18 +93,6 @@ def stderr_lines(stderr: bytes | str) -> list[str]:
 
 def whole_lines(stdout: bytes) -> None:
     assert not stdout or stdout.endswith(b"\n"), f"partial line on stdout: {stdout[-80:]!r}"
-
-
-async def finish(proxy: ProxyProcess) -> tuple[int, bytes]:
-    """Wait for an interactive proxy to exit: its status and everything it wrote to stdout."""
-    stdout = await proxy.read_rest()
-    return await proxy.wait(), stdout
-
-
-def finished(proxy: ProxyProcess, ended: tuple[int, bytes]) -> Finished:
-    """The whole run; call after the :func:`running_proxy` block, when stderr has been read to its end."""
-    status, stdout = ended
-    return Finished(status, stdout, proxy.stderr_text.encode())
 
 
 async def accept_and_close(conn: ScriptedConnection) -> None:

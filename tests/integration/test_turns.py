@@ -20,7 +20,7 @@ import trio
 
 from .codex_server import CodexServer, running_codex_server
 from .mock_responses import FunctionCall, Message, MockResponses, running_mock_responses
-from .proxy_process import ProxyProcess, run_proxy_cli, running_proxy
+from .proxy_process import ProxyProcess, close_and_finish, run_proxy_cli, running_proxy
 
 pytestmark = pytest.mark.codex
 
@@ -153,9 +153,7 @@ async def run_turn(proxy: ProxyProcess, request_id: int, thread_id: str, text: s
 
 async def finish(proxy: ProxyProcess) -> list[JsonObject]:
     """Close stdin, read stdout to its end, expect exit 0 and a quiet stderr; return the messages left."""
-    await proxy.close_stdin()
-    rest = await proxy.read_rest()
-    assert await proxy.wait() == 0, proxy.stderr_text
+    rest = await close_and_finish(proxy)
     assert proxy.stderr_text == ""
     assert not rest or rest.endswith(b"\n")
     return parse_lines(rest.split(b"\n")[:-1])
