@@ -34,9 +34,8 @@ from websockets.http11 import Request, Response
 from websockets.sync.client import connect
 
 from .codex_server import OFFLINE_CONFIG, STARTUP_TIMEOUT, CodexServer, CodexServerError
+from .jsonrpc import JsonObject, initialize_message
 from .websockets_peer import Handler, PeerLog, echo
-
-JsonObject = dict[str, Any]
 
 #: How long starting or stopping a server thread may take, in seconds.
 THREAD_TIMEOUT = 10.0
@@ -300,15 +299,6 @@ class RawConversation:
     notifications: list[str]
 
 
-def _initialize_request(request_id: int) -> JsonObject:
-    client_info = {"name": "codex_appserver_proxy_tests", "title": "raw mode", "version": "0"}
-    return {
-        "method": "initialize",
-        "id": request_id,
-        "params": {"clientInfo": client_info, "capabilities": {"experimentalApi": True}},
-    }
-
-
 def converse_through(argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float) -> RawConversation:
     """Run *argv* with one end of a socket pair as its stdin and stdout, and speak WebSocket on the other end
     with `websockets`' sync client: ``initialize``, ``initialized``, ``thread/list``, then a normal close.
@@ -350,7 +340,7 @@ def converse_through(argv: Sequence[str], env: Mapping[str, str], cwd: Path, tim
             with connect("ws://localhost/", sock=ours, open_timeout=timeout, close_timeout=2) as websocket:
                 response = websocket.response
                 assert response is not None
-                websocket.send(json.dumps(_initialize_request(1)))
+                websocket.send(json.dumps(initialize_message(1, title="raw mode")))
                 until_response(websocket, 1)
                 websocket.send(json.dumps({"method": "initialized"}))
                 websocket.send(json.dumps({"method": "thread/list", "id": 2, "params": {}}))

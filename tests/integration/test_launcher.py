@@ -19,29 +19,20 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
 from .codex_server import OFFLINE_CONFIG, SOCKET_RELATIVE_PATH, CodexServer, start_codex_server
+from .jsonrpc import INITIALIZED, JsonObject, parse_lines, request
 from .proxy_process import close_and_finish, run_proxy_cli, running_proxy
-from .test_turns import (
-    INITIALIZED,
-    initialize,
-    is_response,
-    parse_lines,
-    read_until,
-    request,
-    response_to,
-)
+from .test_turns import initialize, is_response, read_until, response_to
 
 #: Guards against hangs; never what is measured (the machine is slow and shared).
 TIMEOUT = 120
 #: `daemon start` copies ~400 MB into CODEX_HOME/packages on a first start.
 START_TIMEOUT = 300
 
-JsonObject = dict[str, Any]
 PREFIX = "codex-appserver: "
 #: A -vv line about one message: direction, size, then a summary.
 MESSAGE_LOG_LINE = re.compile(r"^codex-appserver: (out|in) (\d+) bytes: (.+)$")

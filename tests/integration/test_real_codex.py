@@ -10,12 +10,12 @@ import random
 import signal
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
 from .codex_server import CodexServer, running_codex_server
+from .jsonrpc import INITIALIZED, JsonObject, initialize, parse_lines, request, result_of
 from .proxy_process import ProxyProcess, close_and_finish, run_proxy_cli, running_proxy
 
 pytestmark = pytest.mark.codex
@@ -24,34 +24,9 @@ MiB = 1024 * 1024
 #: Guards against hangs; never what is measured (the machine is slow and shared).
 TIMEOUT = 120
 
-JsonObject = dict[str, Any]
-
-
-def line(message: JsonObject) -> bytes:
-    """One JSONL line, with non-ASCII characters (and U+2028) raw as UTF-8, not escaped."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-
-
-def request(request_id: int | str, method: str, params: JsonObject | None = None) -> bytes:
-    return line({"method": method, "id": request_id, "params": params if params is not None else {}})
-
-
-def initialize(request_id: int | str = 1) -> bytes:
-    client_info = {"name": "codex_appserver_proxy_tests", "title": "codex-appserver-proxy tests", "version": "0"}
-    return request(request_id, "initialize", {"clientInfo": client_info, "capabilities": {"experimentalApi": True}})
-
-
-INITIALIZED = line({"method": "initialized"})
-
 
 def is_response(message: JsonObject) -> bool:
     return "id" in message and "method" not in message and ("result" in message or "error" in message)
-
-
-def parse_lines(lines: list[bytes]) -> list[JsonObject]:
-    messages = [json.loads(raw) for raw in lines]
-    assert all(isinstance(message, dict) for message in messages)
-    return messages
 
 
 def responses_by_id(messages: list[JsonObject]) -> dict[tuple[type, int | str], JsonObject]:
@@ -62,13 +37,6 @@ def responses_by_id(messages: list[JsonObject]) -> dict[tuple[type, int | str], 
     counts = Counter((type(m["id"]), m["id"]) for m in responses)
     assert all(count == 1 for count in counts.values()), counts
     return {(type(m["id"]), m["id"]): m for m in responses}
-
-
-def result_of(response: JsonObject) -> JsonObject:
-    assert "error" not in response, response
-    result = response["result"]
-    assert isinstance(result, dict)
-    return result
 
 
 async def read_response_line(proxy: ProxyProcess, request_id: int | str) -> tuple[bytes, JsonObject]:

@@ -38,6 +38,7 @@ from websockets.uri import parse_uri
 from proxy.cli import main
 
 from .codex_server import CodexServer
+from .jsonrpc import JsonObject, initialize_message, result_of
 from .proxy_process import (
     ROOT,
     Finished,
@@ -49,8 +50,6 @@ from .proxy_process import (
     running_proxy,
 )
 from .remote_peers import TlsWebSocketsServer, WsCodexServer, converse_through, running_ws_codex_server, shape
-
-JsonObject = dict[str, Any]
 
 #: Guards against hangs; never what a test measures (the machine is slow and shared).
 TIMEOUT = 120
@@ -65,6 +64,7 @@ codex = pytest.mark.codex
 
 
 def line(message: JsonObject) -> bytes:
+    """One JSONL line with non-ASCII characters escaped (unlike :func:`.jsonrpc.line`, which writes them raw)."""
     return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
@@ -73,8 +73,7 @@ def request(request_id: int, method: str, params: JsonObject | None = None) -> b
 
 
 def initialize(request_id: int = 1) -> bytes:
-    client_info = {"name": "codex_appserver_proxy_tests", "title": "remote tests", "version": "0"}
-    return request(request_id, "initialize", {"clientInfo": client_info, "capabilities": {"experimentalApi": True}})
+    return line(initialize_message(request_id, title="remote tests"))
 
 
 INITIALIZED = line({"method": "initialized"})
@@ -91,13 +90,6 @@ def responses_of(done: Finished) -> dict[int, JsonObject]:
             assert message["id"] not in responses, f"answered twice: {message['id']}"
             responses[message["id"]] = message
     return responses
-
-
-def result_of(response: JsonObject) -> JsonObject:
-    assert "error" not in response, response
-    result = response["result"]
-    assert isinstance(result, dict)
-    return result
 
 
 def stderr_lines(done: Finished) -> list[str]:

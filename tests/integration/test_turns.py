@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
+from . import jsonrpc
 from .codex_server import CodexServer, running_codex_server
+from .jsonrpc import INITIALIZED, JsonObject, line, parse_lines, request
 from .mock_responses import FunctionCall, Message, MockResponses, running_mock_responses
 from .proxy_process import ProxyProcess, close_and_finish, run_proxy_cli, running_proxy
 
@@ -27,28 +28,13 @@ pytestmark = pytest.mark.codex
 #: Guards against hangs; never what is measured (the machine is slow and shared).
 TIMEOUT = 120
 
-JsonObject = dict[str, Any]
-
 # -- JSON-RPC lines ------------------------------------------------------------------------------------
 
 CLIENT_NAME = "proxy-turn-tests"
 
 
-def line(message: JsonObject) -> bytes:
-    """One JSONL line, non-ASCII characters raw as UTF-8."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-
-
-def request(request_id: int | str, method: str, params: JsonObject | None = None) -> bytes:
-    return line({"method": method, "id": request_id, "params": params if params is not None else {}})
-
-
 def initialize(request_id: int | str = 1, name: str = CLIENT_NAME) -> bytes:
-    client_info = {"name": name, "title": "codex-appserver-proxy tests", "version": "0"}
-    return request(request_id, "initialize", {"clientInfo": client_info, "capabilities": {"experimentalApi": True}})
-
-
-INITIALIZED = line({"method": "initialized"})
+    return jsonrpc.initialize(request_id, name)
 
 
 def turn_start(request_id: int, thread_id: str, text: str) -> bytes:
@@ -61,12 +47,6 @@ def is_response(message: JsonObject) -> bool:
 
 def is_server_request(message: JsonObject) -> bool:
     return "id" in message and "method" in message
-
-
-def parse_lines(lines: list[bytes]) -> list[JsonObject]:
-    messages = [json.loads(raw) for raw in lines]
-    assert all(isinstance(message, dict) for message in messages)
-    return messages
 
 
 def response_to(messages: list[JsonObject], request_id: int | str) -> JsonObject:
