@@ -17,7 +17,7 @@ import pytest
 import trio
 from wsproto.events import CloseConnection, Ping, Pong
 
-from .proxy_process import finish, finished, run_proxy_cli, running_proxy
+from .proxy_process import finish, finished, running_proxy
 from .scripted_server import ScriptedConnection, open_scripted_server
 from .test_scripted_server import (
     CLOSE,
@@ -28,6 +28,9 @@ from .test_scripted_server import (
     frame,
     jsonl,
     one_line,
+    receiving_into,
+    run_fine_then_raw,
+    run_scripted,
     sock_args,
     stderr_lines,
 )
@@ -393,10 +396,7 @@ async def test_overloaded_request_is_resent_with_backoff(
         codes.append(conn.received_close_code if conn.close_received else None)
 
     stdin = (REQUEST_8 + "\n" + REQUEST_7 + "\n").encode()
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server, *args), stdin=stdin)
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, *args, stdin=stdin)
     assert result.status == 0, result.stderr_text
     assert result.stderr == b""
     assert copies_8 == [REQUEST_8]  # another error code: passed on, never resent
@@ -431,18 +431,8 @@ async def test_stdin_line_over_max_message_size_is_skipped(tmp_path: Path) -> No
         '{"method":"b"}',
     ]
     received: list[str | bytes] = []
-
-    async def handler(conn: ScriptedConnection) -> None:
-        await conn.accept()
-        while (message := await conn.receive_message()) is not None:
-            received.append(message)
-        assert conn.received_close_code == 1000
-
     stdin = "".join(line + "\n" for line in lines).encode()
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server, "--max-message-size", "1000"), stdin=stdin)
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, receiving_into(received), "--max-message-size", "1000", stdin=stdin)
     assert result.status == 0, result.stderr_text
     assert received == ['{"method":"a"}', exact, '{"method":"b"}']
     assert stderr_lines(result.stderr) == [
@@ -474,12 +464,9 @@ async def test_incoming_message_over_max_incoming_size_closes_1009(tmp_path: Pat
         await conn.send_text(big, fragments=pieces)
         codes.append(await conn.receive_close())
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(
-                sock_args(server, "--max-incoming-size", "100000"), stdin=b'{"method":"go","id":1}\n'
-            )
-            await server.wait_handled()
+    result, _ = await run_scripted(
+        tmp_path, handler, "--max-incoming-size", "100000", stdin=b'{"method":"go","id":1}\n'
+    )
     assert result.status == 1, result.stderr_text
     assert codes == [1009]
     assert result.stdout == (first + "\n" + exact + "\n").encode()
@@ -508,19 +495,7 @@ async def test_incoming_message_over_max_incoming_size_closes_1009(tmp_path: Pat
     ids=["broken-across-fragments", "truncated-at-end", "surrogate-across-fragments", "overlong-third-fragment"],
 )
 async def test_invalid_utf8_across_fragments_closes_1007(tmp_path: Path, bad: bytes) -> None:
-    codes: list[int | None] = []
-
-    async def handler(conn: ScriptedConnection) -> None:
-        await conn.accept()
-        assert await conn.receive_text() == '{"method":"go","id":1}'
-        await conn.send_text('{"method":"fine"}')
-        await conn.send_raw(bad)
-        codes.append(await conn.receive_close())
-
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":1}\n')
-            await server.wait_handled()
+    result, server, codes = await run_fine_then_raw(tmp_path, bad)
     assert result.status == 76, result.stderr_text
     assert codes == [1007]
     assert result.stdout == b'{"method":"fine"}\n'
@@ -541,19 +516,7 @@ async def test_invalid_utf8_across_fragments_closes_1007(tmp_path: Path, bad: by
     ids=["text-inside-fragmented-text", "close-1-byte", "close-1005", "close-999", "close-reason-not-utf8"],
 )
 async def test_malformed_frames_close_with_the_right_code(tmp_path: Path, bad: bytes, code: int) -> None:
-    codes: list[int | None] = []
-
-    async def handler(conn: ScriptedConnection) -> None:
-        await conn.accept()
-        assert await conn.receive_text() == '{"method":"go","id":1}'
-        await conn.send_text('{"method":"fine"}')
-        await conn.send_raw(bad)
-        codes.append(await conn.receive_close())
-
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":1}\n')
-            await server.wait_handled()
+    result, server, codes = await run_fine_then_raw(tmp_path, bad)
     assert result.status == 76, result.stderr_text
     assert codes == [code]
     assert result.stdout == b'{"method":"fine"}\n'

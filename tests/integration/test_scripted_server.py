@@ -24,8 +24,8 @@ from wsproto.events import CloseConnection, Pong, TextMessage
 
 from proxy import __version__
 
-from .proxy_process import ROOT, finish, finished, proxy_argv, proxy_env, run_proxy_cli, running_proxy
-from .scripted_server import ScriptedConnection, ScriptedServer, open_scripted_server
+from .proxy_process import ROOT, Finished, finish, finished, proxy_argv, proxy_env, run_proxy_cli, running_proxy
+from .scripted_server import Handler, ScriptedConnection, ScriptedServer, open_scripted_server
 
 #: Guards against hangs; never what a test measures.
 GUARD = 30
@@ -102,6 +102,59 @@ async def accept_and_close(conn: ScriptedConnection) -> None:
         pass
 
 
+def receiving_into(received: list[str | bytes]) -> Handler:
+    """A handler that accepts, keeps every message in *received* until the proxy closes, and expects 1000."""
+
+    async def handler(conn: ScriptedConnection) -> None:
+        await conn.accept()
+        while (message := await conn.receive_message()) is not None:
+            received.append(message)
+        assert conn.received_close_code == 1000
+
+    return handler
+
+
+async def run_scripted(
+    tmp_path: Path, handler: Handler, *args: str, stdin: bytes = b""
+) -> tuple[Finished, ScriptedServer]:
+    """One proxy run against a scripted server running *handler* (``--sock`` to it, then *args*), *stdin* fed at
+    once and closed; returns when the proxy has exited and the handler is done."""
+    with trio.fail_after(GUARD):
+        async with open_scripted_server(tmp_path, handler) as server:
+            result = await run_proxy_cli(sock_args(server, *args), stdin=stdin)
+            await server.wait_handled()
+    return result, server
+
+
+async def run_scripted_stdin_open(tmp_path: Path, handler: Handler, stdin: bytes) -> tuple[Finished, ScriptedServer]:
+    """As :func:`run_scripted`, but stdin stays open after *stdin*: only the server can end the session."""
+    with trio.fail_after(GUARD):
+        async with (
+            open_scripted_server(tmp_path, handler) as server,
+            running_proxy(sock_args(server)) as proxy,
+        ):
+            await proxy.send(stdin)
+            ended = await finish(proxy)
+            await server.wait_handled()
+    return finished(proxy, ended), server
+
+
+async def run_fine_then_raw(tmp_path: Path, raw: bytes) -> tuple[Finished, ScriptedServer, list[int | None]]:
+    """The server answers the request ``go`` with a good message, then *raw* bytes, and records the close code the
+    proxy sends; returns the run, the server and that code."""
+    codes: list[int | None] = []
+
+    async def handler(conn: ScriptedConnection) -> None:
+        await conn.accept()
+        assert await conn.receive_text() == '{"method":"go","id":1}'
+        await conn.send_text('{"method":"fine"}')
+        await conn.send_raw(raw)
+        codes.append(await conn.receive_close())
+
+    result, server = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
+    return result, server, codes
+
+
 # -- the opening handshake -----------------------------------------------------------------------------
 
 
@@ -112,10 +165,7 @@ async def test_handshake_request_is_exact_without_origin(tmp_path: Path) -> None
         seen.append(conn)
         await accept_and_close(conn)
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b"")
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=b"")
     assert result.status == 0, result.stderr_text
     assert result.stderr == b""
     [conn] = seen
@@ -156,10 +206,7 @@ async def test_frames_in_the_same_write_as_the_101_reach_stdout(tmp_path: Path) 
         await conn.send_text(compact({"id": 1, "result": {}}))
         assert await conn.receive_close() == 1000
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=jsonl({"method": "go", "id": 1}))
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=jsonl({"method": "go", "id": 1}))
     assert result.status == 0, result.stderr_text
     assert result.stdout == (first + "\n" + second + "\n" + '{"id":1,"result":{}}\n').encode()
     assert result.stderr == b""
@@ -186,10 +233,7 @@ async def test_advertised_frame_limit_fragments_long_lines(tmp_path: Path) -> No
         assert "".join(parts) == line
         assert await conn.receive_close() == 1000
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=line.encode() + b"\n")
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=line.encode() + b"\n")
     assert result.status == 0, result.stderr_text
     assert len(frames) >= len(line.encode()) // 64
     assert max(frames) <= 64
@@ -207,10 +251,7 @@ async def test_thousand_stdin_lines_arrive_in_order(tmp_path: Path) -> None:
         received.extend(await conn.receive_messages(1000))
         assert await conn.receive_close() == 1000
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=jsonl(*messages))
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=jsonl(*messages))
     assert result.status == 0, result.stderr_text
     assert received == [compact(m) for m in messages]
     assert result.stdout == b""
@@ -228,10 +269,7 @@ async def test_thousand_server_messages_reach_stdout_in_order(tmp_path: Path) ->
         await conn.send_text('{"id":7,"result":{}}')
         assert await conn.receive_close() == 1000
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":7}\n')
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":7}\n')
     assert result.status == 0, result.stderr_text
     assert result.stdout == "".join(m + "\n" for m in [*messages, '{"id":7,"result":{}}']).encode()
     assert result.stderr == b""
@@ -252,17 +290,7 @@ async def test_stdin_line_rules(tmp_path: Path) -> None:
         b'{"method":"c"}'  # 8: last line without LF
     )
     received: list[str | bytes] = []
-
-    async def handler(conn: ScriptedConnection) -> None:
-        await conn.accept()
-        while (message := await conn.receive_message()) is not None:
-            received.append(message)
-        assert conn.received_close_code == 1000
-
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=stdin)
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, receiving_into(received), stdin=stdin)
     assert result.status == 0, result.stderr_text
     assert received == ['{"method":"a"}', '{"method":"b","params":{"s":"\u2028"}}', '{"method":"c"}']
     bad_json, bad_utf8 = stderr_lines(result.stderr)
@@ -280,18 +308,8 @@ async def test_stdin_line_rules(tmp_path: Path) -> None:
 )
 async def test_strict_stops_at_a_bad_line(tmp_path: Path, bad: bytes, reason: str) -> None:
     received: list[str | bytes] = []
-
-    async def handler(conn: ScriptedConnection) -> None:
-        await conn.accept()
-        while (message := await conn.receive_message()) is not None:
-            received.append(message)
-        assert conn.received_close_code == 1000
-
     stdin = b'{"method":"a"}\n' + bad + b'{"method":"b"}\n'
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server, "--strict"), stdin=stdin)
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, receiving_into(received), "--strict", stdin=stdin)
     assert result.status == 1
     line = one_line(result.stderr)
     assert line.startswith(f"stdin line 2 is {reason}")
@@ -320,10 +338,7 @@ async def test_fragmented_message_with_interleaved_ping_is_one_line(tmp_path: Pa
         await conn.send_text('{"id":1,"result":{}}')
         assert await conn.receive_close() == 1000
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":1}\n')
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
     assert result.status == 0, result.stderr_text
     assert result.stdout == (text + "\n" + '{"id":1,"result":{}}\n').encode()
     assert pongs == [b"mid-message"]
@@ -341,10 +356,7 @@ async def test_character_split_across_fragments(tmp_path: Path) -> None:
         await conn.send_text('{"id":1,"result":null}')
         assert await conn.receive_close() == 1000
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":1}\n')
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
     assert result.status == 0, result.stderr_text
     assert result.stdout == '{"method":"n","params":"€"}\n{"id":1,"result":null}\n'.encode()
 
@@ -359,10 +371,7 @@ async def test_line_separators_stay_raw_on_one_line(tmp_path: Path) -> None:
         await conn.send_text('{"id":1,"result":{}}')
         assert await conn.receive_close() == 1000
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":1}\n')
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
     assert result.status == 0, result.stderr_text
     assert result.stdout == text.encode() + b"\n" + b'{"id":1,"result":{}}\n'
     assert b"\xe2\x80\xa8" in result.stdout
@@ -377,10 +386,7 @@ async def test_message_with_raw_newlines_becomes_one_compact_line(tmp_path: Path
         await conn.send_text('{"id":1,"result":{}}')
         assert await conn.receive_close() == 1000
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":1}\n')
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
     assert result.status == 0, result.stderr_text
     assert result.stdout == b'{"method":"n","params":{"a":[1,2],"s":"x\\ny"}}\n{"id":1,"result":{}}\n'
 
@@ -393,10 +399,7 @@ async def test_binary_message_goes_to_stderr_not_stdout(tmp_path: Path) -> None:
         await conn.send_text('{"id":1,"result":{}}')
         assert await conn.receive_close() == 1000
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":1}\n')
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
     assert result.status == 0, result.stderr_text
     assert result.stdout == b'{"id":1,"result":{}}\n'
     line = one_line(result.stderr)
@@ -418,10 +421,7 @@ async def test_ping_is_answered_with_the_same_payload(tmp_path: Path, payload: b
         await conn.send_text('{"id":1,"result":{}}')
         assert await conn.receive_close() == 1000
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":1}\n')
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
     assert result.status == 0, result.stderr_text
     assert pongs == [payload]
     assert result.stdout == b'{"id":1,"result":{}}\n'
@@ -482,10 +482,7 @@ async def test_drain_timeout_names_the_missing_responses(tmp_path: Path) -> None
         assert await conn.receive_close() == 1000
 
     stdin = b'{"method":"a","id":1}\n{"method":"b","id":"1"}\n'
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server, "--drain-timeout", "1"), stdin=stdin)
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler, "--drain-timeout", "1", stdin=stdin)
     assert result.status == 1
     assert result.stdout == b'{"id":1,"result":{}}\n'
     line = one_line(result.stderr)
@@ -530,15 +527,7 @@ async def test_server_close_frame_while_stdin_is_open(tmp_path: Path, code: int,
         await conn.send_close(code, "bye now")
         answers.append(await conn.receive_close())
 
-    with trio.fail_after(GUARD):
-        async with (
-            open_scripted_server(tmp_path, handler) as server,
-            running_proxy(sock_args(server)) as proxy,
-        ):
-            await proxy.send(b'{"method":"a"}\n')  # stdin stays open
-            ended = await finish(proxy)
-            await server.wait_handled()
-    result = finished(proxy, ended)
+    result, server = await run_scripted_stdin_open(tmp_path, handler, b'{"method":"a"}\n')
     assert result.status == status
     assert answers == [code]  # the proxy echoed the close code
     assert result.stdout == b'{"method":"last"}\n'
@@ -554,15 +543,7 @@ async def test_connection_dropped_without_close_frame(tmp_path: Path) -> None:
         await conn.send_text('{"method":"n"}')
         await conn.abort()
 
-    with trio.fail_after(GUARD):
-        async with (
-            open_scripted_server(tmp_path, handler) as server,
-            running_proxy(sock_args(server)) as proxy,
-        ):
-            await proxy.send(b'{"method":"a","id":5}\n')
-            ended = await finish(proxy)
-            await server.wait_handled()
-    result = finished(proxy, ended)
+    result, server = await run_scripted_stdin_open(tmp_path, handler, b'{"method":"a","id":5}\n')
     assert result.status == 1
     assert result.stdout == b'{"method":"n"}\n'
     line = one_line(result.stderr)
@@ -592,15 +573,7 @@ async def test_message_cut_by_a_dropped_connection_never_reaches_stdout(tmp_path
         await trio.sleep(0.2)  # let the proxy read the partial frame before the EOF
         await conn.abort()
 
-    with trio.fail_after(GUARD):
-        async with (
-            open_scripted_server(tmp_path, handler) as server,
-            running_proxy(sock_args(server)) as proxy,
-        ):
-            await proxy.send(b'{"method":"a","id":5}\n')
-            ended = await finish(proxy)
-            await server.wait_handled()
-    result = finished(proxy, ended)
+    result, _ = await run_scripted_stdin_open(tmp_path, handler, b'{"method":"a","id":5}\n')
     assert result.status == 1
     whole_lines(result.stdout)
     assert result.stdout == b'{"method":"whole"}\n'
@@ -668,10 +641,7 @@ async def test_exit_76_handshake_refused_with_body(tmp_path: Path) -> None:
     async def handler(conn: ScriptedConnection) -> None:
         await conn.reject(400, b"Bad upgrade request:\nmissing something important")
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server))
-            await server.wait_handled()
+    result, server = await run_scripted(tmp_path, handler)
     assert result.status == 76
     line = one_line(result.stderr)
     assert str(server.path) in line
@@ -696,10 +666,7 @@ async def test_exit_76_not_http(tmp_path: Path, garbage: bytes, close: bool) -> 
         else:
             await conn.wait_eof()
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server, "--connect-timeout", "20"))
-            await server.wait_handled()
+    result, server = await run_scripted(tmp_path, handler, "--connect-timeout", "20")
     assert result.status == 76, result.stderr_text
     line = one_line(result.stderr)
     assert str(server.path) in line
@@ -710,29 +677,14 @@ async def test_exit_76_bad_accept_token(tmp_path: Path) -> None:
         await conn.accept(accept_token="dGhlIHNhbXBsZSBub25jZQ==")
         await conn.wait_eof()
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server))
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler)
     assert result.status == 76
     line = one_line(result.stderr)
     assert "Sec-WebSocket-Accept" in line
 
 
 async def test_exit_76_invalid_utf8_text_closes_with_1007(tmp_path: Path) -> None:
-    codes: list[int | None] = []
-
-    async def handler(conn: ScriptedConnection) -> None:
-        await conn.accept()
-        assert await conn.receive_text() == '{"method":"go","id":1}'
-        await conn.send_text('{"method":"fine"}')
-        await conn.send_raw(frame(TEXT, b'{"method":"n","params":"\xff\xfe"}'))
-        codes.append(await conn.receive_close())
-
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":1}\n')
-            await server.wait_handled()
+    result, _, codes = await run_fine_then_raw(tmp_path, frame(TEXT, b'{"method":"n","params":"\xff\xfe"}'))
     assert result.status == 76
     assert codes == [1007]
     assert result.stdout == b'{"method":"fine"}\n'
@@ -762,10 +714,7 @@ async def test_exit_76_protocol_violation_closes_with_1002(tmp_path: Path, bad: 
         await conn.send_raw(bad)
         codes.append(await conn.receive_close())
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server), stdin=b'{"method":"go","id":1}\n')
-            await server.wait_handled()
+    result, server = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
     assert result.status == 76
     assert codes == [1002]
     assert result.stdout == b""
@@ -779,10 +728,7 @@ async def test_exit_77_handshake_forbidden(tmp_path: Path, status: int) -> None:
     async def handler(conn: ScriptedConnection) -> None:
         await conn.reject(status, b"no entry")
 
-    with trio.fail_after(GUARD):
-        async with open_scripted_server(tmp_path, handler) as server:
-            result = await run_proxy_cli(sock_args(server))
-            await server.wait_handled()
+    result, _ = await run_scripted(tmp_path, handler)
     assert result.status == 77
     line = one_line(result.stderr)
     assert str(status) in line
