@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,25 +165,37 @@ class CodexServer:
         except (OSError, TimeoutError, WebSocketException, ValueError):
             return False
 
+    def poll_until(self, ready: Callable[[], bool], timeout: float, exited_before: str, not_ready: str) -> None:
+        """Poll *ready* every 0.1 s until it holds.
+
+        :raises CodexServerError: the server exited first ("exited with N before *exited_before*"), or *ready*
+            did not hold within *timeout* seconds ("*not_ready* within T s"); the message carries the log tail.
+        """
+        deadline = time.monotonic() + timeout
+        while not ready():
+            status = self.process.poll()
+            if status is not None:
+                raise CodexServerError(
+                    f"codex app-server (pid {self.pid}) exited with {status} before {exited_before}; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise CodexServerError(
+                    f"codex app-server (pid {self.pid}) {not_ready} within {timeout:g} s; log tail:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+
     def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Poll until the socket accepts a connection and the server answers ``initialize`` on it.
 
         :raises CodexServerError: the server exited, or was not ready within *timeout* seconds.
         """
-        deadline = time.monotonic() + timeout
-        while not (self.accepts_connections() and self.answers_initialize()):
-            status = self.process.poll()
-            if status is not None:
-                raise CodexServerError(
-                    f"codex app-server (pid {self.pid}) exited with {status} before {self.socket_path} accepted a "
-                    f"connection; log tail:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise CodexServerError(
-                    f"codex app-server (pid {self.pid}) did not answer at {self.socket_path} within "
-                    f"{timeout:g} s; log tail:\n{self.log_tail()}"
-                )
-            time.sleep(0.1)
+        self.poll_until(
+            lambda: self.accepts_connections() and self.answers_initialize(),
+            timeout,
+            exited_before=f"{self.socket_path} accepted a connection",
+            not_ready=f"did not answer at {self.socket_path}",
+        )
         self.daemon_socket = Path(os.path.realpath(self.socket_path))
 
     def stop(self, signum: signal.Signals = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> None:
@@ -191,7 +203,7 @@ class CodexServer:
         if self.stopped:
             return
         self.stopped = True
-        _signal_group(self.pid, signum)
+        signal_group(self.pid, signum)
         deadline = time.monotonic() + timeout
         while _group_alive(self.pid) and time.monotonic() < deadline:
             with suppress(subprocess.TimeoutExpired):
@@ -199,7 +211,7 @@ class CodexServer:
             if self.process.returncode is not None:
                 time.sleep(0.05)  # the native child may still be on its way out
         if _group_alive(self.pid):
-            _signal_group(self.pid, signal.SIGKILL)
+            signal_group(self.pid, signal.SIGKILL)
         self.process.wait()
 
     def remove_leftovers(self) -> None:
@@ -214,7 +226,8 @@ class CodexServer:
                     leftover.unlink()
 
 
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
+def signal_group(pgid: int, signum: signal.Signals) -> None:
+    """Send *signum* to the process group *pgid*, if it still exists."""
     with suppress(ProcessLookupError):
         os.killpg(pgid, signum)
 
@@ -227,8 +240,11 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def start_codex_server(codex: Path, codex_home: Path, log_path: Path) -> CodexServer:
-    """Start ``codex app-server --listen unix://`` with ``CODEX_HOME=codex_home``; do not wait for it.
+def start_codex_server(
+    codex: Path, codex_home: Path, log_path: Path, listen: str = "unix://", args: Sequence[str] = ()
+) -> CodexServer:
+    """Start ``codex app-server --listen LISTEN *args`` with ``CODEX_HOME=codex_home`` in a process group of its
+    own, its output in *log_path*; do not wait for it.
 
     *codex_home* is created, with :data:`OFFLINE_CONFIG` as its ``config.toml`` unless it already has one.
     """
@@ -240,13 +256,13 @@ def start_codex_server(codex: Path, codex_home: Path, log_path: Path) -> CodexSe
     env["CODEX_HOME"] = str(codex_home)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(codex), "app-server", "--listen", "unix://"],
+            [str(codex), "app-server", "--listen", listen, *args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=codex_home,
-            start_new_session=True,
+            start_new_session=True,  # the Node launcher and the native binary share a process group
         )
     return CodexServer(codex_home=codex_home, pid=process.pid, log_path=log_path, process=process)
 

@@ -13,14 +13,12 @@ import contextlib
 import http.client
 import json
 import logging
-import os
 import signal
 import socket
 import ssl
 import subprocess
 import tempfile
 import threading
-import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.client import connect
 
-from .codex_server import OFFLINE_CONFIG, STARTUP_TIMEOUT, CodexServer, CodexServerError
+from .codex_server import STARTUP_TIMEOUT, CodexServer, CodexServerError, signal_group, start_codex_server
 from .jsonrpc import JsonObject, initialize_message
 from .websockets_peer import Handler, PeerLog, echo
 
@@ -76,20 +74,9 @@ class WsCodexServer:
 
     def wait_until_ready(self, timeout: float) -> None:
         """Poll ``/readyz``. :raises CodexServerError: the server exited, or was not ready in *timeout* seconds."""
-        deadline = time.monotonic() + timeout
-        while not self.is_ready():
-            status = self.server.process.poll()
-            if status is not None:
-                raise CodexServerError(
-                    f"codex app-server (pid {self.server.pid}) exited with {status} before ws://127.0.0.1:"
-                    f"{self.port} was ready; log tail:\n{self.server.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise CodexServerError(
-                    f"codex app-server (pid {self.server.pid}) was not ready at ws://127.0.0.1:{self.port} "
-                    f"within {timeout:g} s; log tail:\n{self.server.log_tail()}"
-                )
-            time.sleep(0.1)
+        self.server.poll_until(
+            self.is_ready, timeout, exited_before=f"{self.url} was ready", not_ready=f"was not ready at {self.url}"
+        )
 
 
 @contextlib.contextmanager
@@ -101,26 +88,12 @@ def running_ws_codex_server(
 
     A port taken between picking and binding it is retried with another one, twice.
     """
-    codex_home.mkdir(parents=True, exist_ok=True)
-    config = codex_home / "config.toml"
-    if not config.exists():
-        config.write_text(OFFLINE_CONFIG, encoding="utf-8")
-    env = dict(os.environ)
-    env["CODEX_HOME"] = str(codex_home)
     for attempt in range(3):
         port = free_port()
         log_path = codex_home.with_name(f"{codex_home.name}-ws{port}.log")
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [str(codex), "app-server", "--listen", f"ws://127.0.0.1:{port}", *auth_args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=codex_home,
-                start_new_session=True,  # the Node launcher and the native binary share a process group
-            )
-        ws_server = WsCodexServer(CodexServer(codex_home, process.pid, log_path, process), port)
+        ws_server = WsCodexServer(
+            start_codex_server(codex, codex_home, log_path, f"ws://127.0.0.1:{port}", auth_args), port
+        )
         try:
             try:
                 ws_server.wait_until_ready(timeout)
@@ -358,8 +331,7 @@ def converse_through(argv: Sequence[str], env: Mapping[str, str], cwd: Path, tim
         finally:
             ours.close()
             if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
+                signal_group(process.pid, signal.SIGKILL)
                 process.wait()
 
 
