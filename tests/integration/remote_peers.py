@@ -8,7 +8,6 @@ out, also when a test fails.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import json
@@ -19,24 +18,19 @@ import ssl
 import subprocess
 import tempfile
 import threading
-import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trustme
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.sync.client import connect
 
 from .codex_server import STARTUP_TIMEOUT, CodexServer, CodexServerError, signal_group, start_codex_server
 from .jsonrpc import JsonObject, initialize_message
-from .websockets_peer import Handler, PeerLog, echo
-
-#: How long starting or stopping a server thread may take, in seconds.
-THREAD_TIMEOUT = 10.0
+from .websockets_peer import Handler, ThreadedServer, echo
 
 
 def free_port() -> int:
@@ -121,43 +115,32 @@ class SeenRequest:
         return [value for key, value in self.headers if key.lower() == name.lower()]
 
 
-class _ErrorRecorder(logging.Handler):
-    def __init__(self, log: PeerLog) -> None:
-        super().__init__(logging.ERROR)
-        self._log = log
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._log.error(self.format(record))
-
-
 @dataclass
 class _TlsRecord:
     sni: list[str | None] = field(default_factory=list)
     requests: list[SeenRequest] = field(default_factory=list)
 
 
-class TlsWebSocketsServer:
+class TlsWebSocketsServer(ThreadedServer):
     """A `websockets` server on ``127.0.0.1:<port>`` with TLS (*cert*, e.g. from a :class:`trustme.CA`), run by
-    *handler* in a thread with its own asyncio loop.
+    *handler* in a thread with its own asyncio loop (see :class:`~.websockets_peer.ThreadedServer`).
 
     It records the SNI name of each TLS handshake (``None``: the client sent none) and each opening handshake
     request; messages and errors go to :attr:`log` as with :class:`~.websockets_peer.WebSocketsPeer`.
     """
 
     def __init__(self, cert: trustme.LeafCert, handler: Handler = echo) -> None:
-        self.log = PeerLog()
+        super().__init__(
+            "the TLS websockets server",
+            handler,
+            thread_name="tls-websockets-server",
+            logger_name="tls_websockets_server",
+            log_level=logging.INFO,  # errors only: no frames
+        )
         self.port = 0
         self._cert = cert
-        self._handler = handler
         self._lock = threading.Lock()
         self._record = _TlsRecord()
-        self._logger = logging.Logger("tls_websockets_server", logging.INFO)  # private: not in the hierarchy
-        self._logger.addHandler(_ErrorRecorder(self.log))
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="tls-websockets-server", daemon=True)
 
     @property
     def sni_names(self) -> list[str | None]:
@@ -169,52 +152,11 @@ class TlsWebSocketsServer:
         with self._lock:
             return list(self._record.requests)
 
-    def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(THREAD_TIMEOUT):
-            raise RuntimeError(f"the TLS websockets server did not start within {THREAD_TIMEOUT:g} s")
-        if self._startup_error is not None:
-            self._thread.join(THREAD_TIMEOUT)
-            raise RuntimeError("the TLS websockets server failed to start") from self._startup_error
-
-    def stop(self) -> None:
-        """Stop the server and join its thread; safe to call more than once, or after a failed start."""
-        if not self._thread.is_alive():
-            return
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed already: the thread is ending
-                loop.call_soon_threadsafe(stop.set)
-        self._thread.join(THREAD_TIMEOUT * 2)
-        if self._thread.is_alive():
-            raise RuntimeError("the TLS websockets server thread did not stop")
-
-    def __enter__(self) -> TlsWebSocketsServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- the server thread ---------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:
-            if not self._ready.is_set():
-                self._startup_error = exc
-                self._ready.set()
-            else:
-                self.log.error(f"the server thread failed: {''.join(traceback.format_exception(exc))}")
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def _open(self) -> Server:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._cert.configure_cert(context)
         context.sni_callback = self._sni_callback
-        server = await serve(
+        server: Server = await serve(
             self._serve,
             "127.0.0.1",
             0,
@@ -225,13 +167,7 @@ class TlsWebSocketsServer:
             logger=self._logger,
         )
         self.port = next(iter(server.sockets)).getsockname()[1]
-        self._ready.set()
-        await self._stop.wait()
-        server.close()
-        try:
-            await asyncio.wait_for(server.wait_closed(), THREAD_TIMEOUT)
-        except asyncio.TimeoutError:
-            self.log.error(f"the server did not close within {THREAD_TIMEOUT:g} s: a handler is stuck")
+        return server
 
     def _sni_callback(self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
         with self._lock:
@@ -242,19 +178,6 @@ class TlsWebSocketsServer:
         with self._lock:
             self._record.requests.append(seen)
         return None
-
-    async def _serve(self, connection: ServerConnection) -> None:
-        self.log.connected()
-        try:
-            await self._handler(connection, self.log)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            self.log.error(f"the handler failed: {traceback.format_exc()}")
-        finally:
-            await connection.close()
-            close = connection.protocol.close_rcvd
-            self.log.finished(None if close is None else int(close.code), None if close is None else close.reason)
 
 
 # -- a WebSocket client speaking through a byte proxy -------------------------------------------------------

@@ -24,6 +24,7 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 from websockets.asyncio.server import Server, ServerConnection, unix_serve
@@ -193,45 +194,37 @@ class _LogRecorder(logging.Handler):
             self._log.error(self.format(record))
 
 
-class WebSocketsPeer:
-    """A `websockets` server on the Unix socket *path*, run by *handler*, in a thread of its own.
+_Server = TypeVar("_Server", bound="ThreadedServer")
 
-    :param max_size: largest incoming message `websockets` accepts (None: no limit); its default is 1 MiB.
-    :param headers: extra headers for the 101 response, e.g. :data:`MAX_UNFRAGMENTED_HEADER`.
 
-    :meth:`start` returns once the socket accepts connections; :meth:`stop` closes open connections (1001),
-    stops the loop and joins the thread. Errors inside the server (a handler raising anything but
+class ThreadedServer:
+    """A `websockets` server run by *handler* in a thread of its own, with its own asyncio event loop.
+
+    Subclasses open the server in :meth:`_open`, serving :meth:`_serve` with :attr:`_logger`. :meth:`start`
+    returns once it accepts connections; :meth:`stop` closes open connections (1001), stops the loop and joins the
+    thread. Errors inside the server (a handler raising anything but
     :class:`~websockets.exceptions.ConnectionClosed`) are kept in :attr:`log` ``.errors``.
     """
 
-    def __init__(
-        self,
-        path: str,
-        handler: Handler,
-        *,
-        max_size: int | None = 2**20,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        self.path = path
+    def __init__(self, name: str, handler: Handler, *, thread_name: str, logger_name: str, log_level: int) -> None:
         self.log = PeerLog()
+        self._name = name
         self._handler = handler
-        self._max_size = max_size
-        self._headers = tuple(headers)
-        self._logger = logging.Logger(f"websockets_peer:{path}", logging.DEBUG)  # private: not in the hierarchy
+        self._logger = logging.Logger(logger_name, log_level)  # private: not in the hierarchy
         self._logger.addHandler(_LogRecorder(self.log))
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name=f"websockets-peer {path}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
         if not self._ready.wait(THREAD_TIMEOUT):
-            raise RuntimeError(f"the websockets server at {self.path} did not start within {THREAD_TIMEOUT:g} s")
+            raise RuntimeError(f"{self._name} did not start within {THREAD_TIMEOUT:g} s")
         if self._startup_error is not None:
             self._thread.join(THREAD_TIMEOUT)
-            raise RuntimeError(f"the websockets server at {self.path} failed to start") from self._startup_error
+            raise RuntimeError(f"{self._name} failed to start") from self._startup_error
 
     def stop(self) -> None:
         """Stop the server and join its thread; safe to call more than once, or after a failed start."""
@@ -243,9 +236,20 @@ class WebSocketsPeer:
                 loop.call_soon_threadsafe(stop.set)
         self._thread.join(THREAD_TIMEOUT * 2)
         if self._thread.is_alive():
-            raise RuntimeError(f"the websockets server thread for {self.path} did not stop")
+            raise RuntimeError(f"the thread of {self._name} did not stop")
+
+    def __enter__(self: _Server) -> _Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     # -- the server thread ---------------------------------------------------------------------------------
+
+    async def _open(self) -> Server:
+        """Start listening (in the server thread's loop)."""
+        raise NotImplementedError
 
     def _run(self) -> None:
         try:
@@ -260,15 +264,7 @@ class WebSocketsPeer:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server: Server = await unix_serve(
-            self._serve,
-            self.path,
-            compression=None,  # Codex offers none and the proxy asks for none
-            ping_interval=None,  # no pings of our own: the tests see only what they arrange
-            max_size=self._max_size,
-            process_response=self._process_response,
-            logger=self._logger,
-        )
+        server = await self._open()
         self._ready.set()
         await self._stop.wait()
         server.close()  # closes open connections with 1001, then waits for the handlers
@@ -276,11 +272,6 @@ class WebSocketsPeer:
             await asyncio.wait_for(server.wait_closed(), THREAD_TIMEOUT)
         except asyncio.TimeoutError:
             self.log.error(f"the server did not close within {THREAD_TIMEOUT:g} s: a handler is stuck")
-
-    def _process_response(self, connection: ServerConnection, request: Request, response: Response) -> None:
-        if response.status_code == 101:
-            for name, value in self._headers:
-                response.headers[name] = value
 
     async def _serve(self, connection: ServerConnection) -> None:
         self.log.connected()
@@ -294,6 +285,51 @@ class WebSocketsPeer:
             await connection.close()  # no-op when closed already; otherwise 1000, as websockets would
             close = connection.protocol.close_rcvd
             self.log.finished(None if close is None else int(close.code), None if close is None else close.reason)
+
+
+class WebSocketsPeer(ThreadedServer):
+    """A `websockets` server on the Unix socket *path*, run by *handler*, in a thread of its own (see
+    :class:`ThreadedServer`). Frames in and out are recorded in :attr:`log` too.
+
+    :param max_size: largest incoming message `websockets` accepts (None: no limit); its default is 1 MiB.
+    :param headers: extra headers for the 101 response, e.g. :data:`MAX_UNFRAGMENTED_HEADER`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        handler: Handler,
+        *,
+        max_size: int | None = 2**20,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(
+            f"the websockets server at {path}",
+            handler,
+            thread_name=f"websockets-peer {path}",
+            logger_name=f"websockets_peer:{path}",
+            log_level=logging.DEBUG,  # frames are logged at DEBUG
+        )
+        self.path = path
+        self._max_size = max_size
+        self._headers = tuple(headers)
+
+    async def _open(self) -> Server:
+        server: Server = await unix_serve(
+            self._serve,
+            self.path,
+            compression=None,  # Codex offers none and the proxy asks for none
+            ping_interval=None,  # no pings of our own: the tests see only what they arrange
+            max_size=self._max_size,
+            process_response=self._process_response,
+            logger=self._logger,
+        )
+        return server
+
+    def _process_response(self, connection: ServerConnection, request: Request, response: Response) -> None:
+        if response.status_code == 101:
+            for name, value in self._headers:
+                response.headers[name] = value
 
 
 class PeerPool:
