@@ -8,7 +8,6 @@ ask click's completion the same questions in-process; tests/integration/test_com
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -18,7 +17,8 @@ from click.shell_completion import ShellComplete
 
 from proxy.cli import PROG, main
 
-ROOT = Path(__file__).resolve().parents[2]
+from .project import ROOT, setuptools_data_files
+
 #: Options whose argument is a path: the shells complete file names for them.
 PATH_OPTIONS = {"--sock", "--trace", "--cacert", "--codex-bin"}
 
@@ -99,18 +99,6 @@ def test_the_path_options_are_exactly_the_click_paths() -> None:
 def test_other_options_do_not_complete_files() -> None:
     assert complete(["proxy", "--drain-timeout"], "") == []
     assert complete(["proxy", "--remote"], "") == []
-
-
-def setuptools_data_files() -> dict[str, list[str]]:
-    """``[tool.setuptools.data-files]`` of pyproject.toml: install folder -> files."""
-    if sys.version_info < (3, 11):
-        pytest.skip("tomllib is new in Python 3.11")
-    else:
-        import tomllib
-
-        tables = tomllib.loads((ROOT / "pyproject.toml").read_text())
-        data_files: dict[str, list[str]] = tables["tool"]["setuptools"]["data-files"]
-        return data_files
 
 
 def test_the_wheel_installs_each_file_where_its_shell_looks() -> None:

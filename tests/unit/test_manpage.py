@@ -31,7 +31,8 @@ from proxy import __version__
 from proxy.cli import main
 from proxy.errors import EXIT_STATUSES
 
-ROOT = Path(__file__).resolve().parents[2]
+from .project import ROOT, setuptools_data_files
+
 MAN = ROOT / "man"
 GROUP_PAGE = MAN / "codex-appserver.1"
 PROXY_PAGE = MAN / "codex-appserver-proxy.1"
@@ -313,18 +314,6 @@ def test_examples_use_real_options() -> None:
             if "codex-appserver" in line:
                 for flag in flags_after_the_command(line):
                     assert flag in known, f"{page.path.name}: unknown option {flag} in {line!r}"
-
-
-def setuptools_data_files() -> dict[str, list[str]]:
-    """``[tool.setuptools.data-files]`` of pyproject.toml: install folder -> files."""
-    if sys.version_info < (3, 11):
-        pytest.skip("tomllib is new in Python 3.11")
-    else:
-        import tomllib
-
-        tables = tomllib.loads((ROOT / "pyproject.toml").read_text())
-        data_files: dict[str, list[str]] = tables["tool"]["setuptools"]["data-files"]
-        return data_files
 
 
 def test_the_wheel_installs_every_page_in_man1() -> None:
