@@ -166,6 +166,11 @@ def options(command: click.Command) -> list[click.Option]:
     return [param for param in command.get_params(context_of(command)) if isinstance(param, click.Option)]
 
 
+def known_flags() -> set[str]:
+    """Every option name, short and long, of every command (``--help`` included)."""
+    return {opt for _, command in COMMANDS for option in options(command) for opt in option.opts}
+
+
 def default_of(option: click.Option, command: click.Command) -> object:
     """The option's default value, None when it has none (click 8.3 and later say so with a sentinel)."""
     default = option.get_default(context_of(command), call=False)
@@ -308,7 +313,7 @@ def flags_after_the_command(line: str) -> list[str]:
 
 
 def test_examples_use_real_options() -> None:
-    known = {opt for _, command in COMMANDS for option in options(command) for opt in option.opts}
+    known = known_flags()
     for page in (GROUP, PROXY):
         for line in map(plain, page.sections["EXAMPLES"]):
             if "codex-appserver" in line:
@@ -367,7 +372,7 @@ def test_help_ends_with_examples_and_the_man_page(name: str, command: click.Comm
     indent = len(examples[0]) - len(examples[0].lstrip())
     commands = [line for line in examples if len(line) - len(line.lstrip()) == indent]  # deeper: continued
     assert 2 <= len(commands) <= 3, commands
-    known = {opt for _, any_command in COMMANDS for option in options(any_command) for opt in option.opts}
+    known = known_flags()
     for line in examples:
         if "codex-appserver" in line:
             for flag in flags_after_the_command(line):
