@@ -127,6 +127,21 @@ async def run_with_token(args: list[str], token: str, stdin: bytes, trace: Path 
     )
 
 
+async def assert_refused_77(url: str, token: str, expected: str, trace: Path) -> Finished:
+    """``--remote url`` with *token* exits 77 with the one line *expected*; so does a run with ``-vv --trace``, its
+    line last on a clean stderr. Returns that verbose run."""
+    done = await run_with_token(["--remote", url], token, initialize())
+
+    assert done.status == 77
+    assert_one_error_line(done, expected)
+
+    verbose = await run_with_token(["--remote", url], token, initialize(), trace)
+    assert verbose.status == 77
+    assert stderr_lines(verbose)[-1] == PREFIX + expected
+    assert_clean_stderr(verbose)
+    return verbose
+
+
 def conversation(cwd: Path) -> bytes:
     """initialize, initialized, thread/start (in *cwd*), thread/list."""
     return initialize(1) + INITIALIZED + request(2, "thread/start", {"cwd": str(cwd)}) + request(3, "thread/list")
@@ -197,17 +212,10 @@ async def test_capability_wrong_token_exits_77(capability_server: CapabilityServ
     url = capability_server.ws.url
     wrong = capability_server.token[:-1] + "X"
     expected = f"{url}/: the server refused the opening handshake with 401 Unauthorized: invalid websocket bearer token"
-
-    done = await run_with_token(["--remote", url], wrong, initialize())
-
-    assert done.status == 77
-    assert_one_error_line(done, expected)
-
     trace = tmp_path / "trace.jsonl"
-    verbose = await run_with_token(["--remote", url], wrong, initialize(), trace)
-    assert verbose.status == 77
-    assert stderr_lines(verbose)[-1] == PREFIX + expected
-    assert_clean_stderr(verbose)
+
+    verbose = await assert_refused_77(url, wrong, expected, trace)
+
     trace_text = trace.read_text(encoding="utf-8") if trace.exists() else ""
     for secret in (wrong, capability_server.token):
         assert_secret_absent(secret, verbose.stderr, verbose.stdout, trace_text)
@@ -375,17 +383,10 @@ async def test_jwt_refused_exits_77(jwt_server: JwtServer, tmp_path: Path, claim
     url = jwt_server.ws.url
     token = jwt_server.token(**claims)
     expected = f"{url}/: the server refused the opening handshake with 401 Unauthorized: {reason}"
-
-    done = await run_with_token(["--remote", url], token, initialize())
-
-    assert done.status == 77
-    assert_one_error_line(done, expected)
-
     trace = tmp_path / "trace.jsonl"
-    verbose = await run_with_token(["--remote", url], token, initialize(), trace)
-    assert verbose.status == 77
-    assert stderr_lines(verbose)[-1] == PREFIX + expected
-    assert_clean_stderr(verbose)
+
+    verbose = await assert_refused_77(url, token, expected, trace)
+
     assert_secret_absent(token, verbose.stderr, trace.read_text(encoding="utf-8") if trace.exists() else "")
 
 
