@@ -205,6 +205,16 @@ SLOW_PROMPT = "Answer slowly."
 SLOW_REPLY = Message(("Too ", "late."), delay=5.0)
 
 
+async def hello_turn(proxy: ProxyProcess, server: CodexServer, workdir: Path, approval_policy: str) -> tuple[str, str]:
+    """Start a session and a thread (request 2, *approval_policy*) whose first turn (request 3) streams
+    :data:`HELLO`, checked with :func:`assert_message_turn`; return the thread's and the turn's ids."""
+    await start_session(proxy, server)
+    thread_id = await start_thread(proxy, 2, workdir, approval_policy)
+    turn_id, messages = await run_turn(proxy, 3, thread_id, HELLO_PROMPT)
+    assert_message_turn(messages, thread_id, turn_id, HELLO)
+    return thread_id, turn_id
+
+
 # -- the tests -----------------------------------------------------------------------------------------
 
 
@@ -215,12 +225,8 @@ async def test_turn_streams_agent_message_deltas_in_order(
 
     with trio.fail_after(TIMEOUT):
         async with running_proxy([], env=turn_server.env) as proxy:
-            await start_session(proxy, turn_server)
-            thread_id = await start_thread(proxy, 2, workdir, "never")
-
-            turn_id, messages = await run_turn(proxy, 3, thread_id, HELLO_PROMPT)
-
-            assert_message_turn(messages, thread_id, turn_id, HELLO)
+            # hello_turn checks the deltas, in order, and the completed message and turn.
+            _, turn_id = await hello_turn(proxy, turn_server, workdir, "never")
             rest = await finish(proxy)
             assert deltas_of(rest, turn_id) == []
 
@@ -235,10 +241,7 @@ async def test_command_approval_round_trip(turn_server: CodexServer, mock_model:
 
     with trio.fail_after(TIMEOUT):
         async with running_proxy([], env=turn_server.env) as proxy:
-            await start_session(proxy, turn_server)
-            thread_id = await start_thread(proxy, 2, workdir, "untrusted")
-            first_turn, messages = await run_turn(proxy, 3, thread_id, HELLO_PROMPT)
-            assert_message_turn(messages, thread_id, first_turn, HELLO)
+            thread_id, _ = await hello_turn(proxy, turn_server, workdir, "untrusted")
 
             # The second turn: the model calls exec_command, and "untrusted" makes Codex ask first.
             await proxy.send(turn_start(4, thread_id, RUN_PROMPT))
@@ -293,10 +296,7 @@ async def test_pipeline_resumes_a_thread_and_prints_the_whole_turn(
     with trio.fail_after(TIMEOUT):
         # A first turn, so that the thread has a rollout to resume (0.169.0: "no rollout found" before one).
         async with running_proxy([], env=turn_server.env) as proxy:
-            await start_session(proxy, turn_server)
-            thread_id = await start_thread(proxy, 2, workdir, "never")
-            first_turn, messages = await run_turn(proxy, 3, thread_id, HELLO_PROMPT)
-            assert_message_turn(messages, thread_id, first_turn, HELLO)
+            thread_id, _ = await hello_turn(proxy, turn_server, workdir, "never")
             await finish(proxy)
 
         def pipeline(prompt: str) -> bytes:
