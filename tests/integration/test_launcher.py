@@ -342,6 +342,14 @@ SECRET_CLIENT_NAME = "secret-client-name-4711"
 PAYLOAD_DIR = "payload-dir-91c2"
 
 
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    """The thread's cwd: its name is a payload marker too."""
+    path = tmp_path / PAYLOAD_DIR
+    path.mkdir()
+    return path
+
+
 def session_stdin(cwd: Path) -> tuple[list[bytes], bytes]:
     """A short session with non-ASCII text (so characters and bytes differ): its lines and the stdin bytes."""
     lines = [
@@ -359,9 +367,7 @@ def read_trace(path: Path) -> list[JsonObject]:
 
 
 @pytest.mark.codex
-async def test_trace_records_every_message_and_event(codex_server: CodexServer, tmp_path: Path) -> None:
-    cwd = tmp_path / PAYLOAD_DIR
-    cwd.mkdir()
+async def test_trace_records_every_message_and_event(codex_server: CodexServer, tmp_path: Path, cwd: Path) -> None:
     lines, stdin = session_stdin(cwd)
     trace = tmp_path / "trace.jsonl"
     before = time.time()
@@ -418,9 +424,7 @@ async def test_trace_records_every_message_and_event(codex_server: CodexServer, 
 
 
 @pytest.mark.codex
-async def test_vv_logs_one_line_per_message_without_payloads(codex_server: CodexServer, tmp_path: Path) -> None:
-    cwd = tmp_path / PAYLOAD_DIR
-    cwd.mkdir()
+async def test_vv_logs_one_line_per_message_without_payloads(codex_server: CodexServer, cwd: Path) -> None:
     lines, stdin = session_stdin(cwd)
 
     done = await run_proxy_cli(["-vv"], stdin, env=codex_server.env, timeout=TIMEOUT)
@@ -446,9 +450,7 @@ async def test_vv_logs_one_line_per_message_without_payloads(codex_server: Codex
 
 
 @pytest.mark.codex
-async def test_v_logs_connection_events_only(codex_server: CodexServer, tmp_path: Path) -> None:
-    cwd = tmp_path / PAYLOAD_DIR
-    cwd.mkdir()
+async def test_v_logs_connection_events_only(codex_server: CodexServer, cwd: Path) -> None:
     _, stdin = session_stdin(cwd)
 
     done = await run_proxy_cli(["-v"], stdin, env=codex_server.env, timeout=TIMEOUT)
