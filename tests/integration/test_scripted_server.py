@@ -102,6 +102,15 @@ async def accept_and_close(conn: ScriptedConnection) -> None:
         pass
 
 
+async def pong_then_answer(conn: ScriptedConnection, pongs: list[bytes]) -> None:
+    """After a ping: take the pong (its payload goes to *pongs*), answer request 1, expect the proxy's 1000."""
+    event = await conn.receive_event()
+    assert isinstance(event, Pong), event
+    pongs.append(bytes(event.payload))
+    await conn.send_text('{"id":1,"result":{}}')
+    assert await conn.receive_close() == 1000
+
+
 def receiving_into(received: list[str | bytes]) -> Handler:
     """A handler that accepts, keeps every message in *received* until the proxy closes, and expects 1000."""
 
@@ -332,11 +341,7 @@ async def test_fragmented_message_with_interleaved_ping_is_one_line(tmp_path: Pa
             await conn.send_event(TextMessage(data=piece, message_finished=index == len(pieces) - 1))
             if index == 10:
                 await conn.ping(b"mid-message")
-        event = await conn.receive_event()
-        assert isinstance(event, Pong), event
-        pongs.append(bytes(event.payload))
-        await conn.send_text('{"id":1,"result":{}}')
-        assert await conn.receive_close() == 1000
+        await pong_then_answer(conn, pongs)
 
     result, _ = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
     assert result.status == 0, result.stderr_text
@@ -415,11 +420,7 @@ async def test_ping_is_answered_with_the_same_payload(tmp_path: Path, payload: b
         await conn.accept()
         assert await conn.receive_text() == '{"method":"go","id":1}'
         await conn.ping(payload)
-        event = await conn.receive_event()
-        assert isinstance(event, Pong), event
-        pongs.append(bytes(event.payload))
-        await conn.send_text('{"id":1,"result":{}}')
-        assert await conn.receive_close() == 1000
+        await pong_then_answer(conn, pongs)
 
     result, _ = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
     assert result.status == 0, result.stderr_text
