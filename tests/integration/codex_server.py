@@ -67,6 +67,23 @@ wire_api = "responses"
 """
 
 
+def socket_of(codex_home: Path) -> Path:
+    """Where the app-server's control socket is for *codex_home*."""
+    return codex_home / SOCKET_RELATIVE_PATH
+
+
+def accepts_connections(path: Path) -> bool:
+    """True when a connection to the Unix socket at *path* succeeds (it is closed again at once)."""
+    # Connect through the resolved path: it stays under the 107-byte sun_path limit for any CODEX_HOME.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(os.path.realpath(path))
+        except OSError:
+            return False
+    return True
+
+
 class CodexUnavailable(Exception):
     """The Codex binary cannot be installed here because npm is missing."""
 
@@ -125,7 +142,7 @@ class CodexServer:
     @property
     def socket_path(self) -> Path:
         """``$CODEX_HOME/app-server-control/app-server-control.sock`` (a symlink into ``/tmp/codex-daemon-<uid>/``)."""
-        return self.codex_home / SOCKET_RELATIVE_PATH
+        return socket_of(self.codex_home)
 
     @property
     def env(self) -> dict[str, str]:
@@ -141,15 +158,7 @@ class CodexServer:
 
     def accepts_connections(self) -> bool:
         """True when a connection to the control socket succeeds (it is closed again at once)."""
-        # Connect through the resolved path: it stays under the 107-byte sun_path limit for any CODEX_HOME.
-        target = os.path.realpath(self.socket_path)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(2)
-            try:
-                probe.connect(target)
-            except OSError:
-                return False
-        return True
+        return accepts_connections(self.socket_path)
 
     def answers_initialize(self) -> bool:
         """True when a WebSocket client on the socket gets a result for ``initialize`` (no Origin is sent)."""

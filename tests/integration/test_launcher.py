@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .codex_server import OFFLINE_CONFIG, SOCKET_RELATIVE_PATH, CodexServer, start_codex_server
+from .codex_server import OFFLINE_CONFIG, CodexServer, accepts_connections, socket_of, start_codex_server
 from .jsonrpc import INITIALIZED, JsonObject, parse_lines, request
 from .proxy_process import close_and_finish, run_proxy_cli, running_proxy
 from .test_turns import initialize, is_response, read_until, response_to
@@ -36,21 +36,6 @@ START_TIMEOUT = 300
 PREFIX = "codex-appserver: "
 #: A -vv line about one message: direction, size, then a summary.
 MESSAGE_LOG_LINE = re.compile(r"^codex-appserver: (out|in) (\d+) bytes: (.+)$")
-
-
-def socket_of(codex_home: Path) -> Path:
-    return codex_home / SOCKET_RELATIVE_PATH
-
-
-def accepts_connections(path: Path) -> bool:
-    """True when a connection to the Unix socket at *path* (through its symlink) succeeds."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(2)
-        try:
-            probe.connect(os.path.realpath(path))
-        except OSError:
-            return False
-    return True
 
 
 def no_server_line(codex_home: Path, detail: str = "") -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .codex_server import CodexServer, running_codex_server
+from .codex_server import CodexServer, running_codex_server, socket_of
 from .jsonrpc import INITIALIZED, JsonObject, initialize, parse_lines, request, result_of
 from .proxy_process import ProxyProcess, close_and_finish, run_proxy_cli, running_proxy
 
@@ -161,10 +161,6 @@ async def test_twenty_mib_write_then_read_back(codex_server: CodexServer, tmp_pa
 
 
 START_HINT = "start one with 'codex app-server --listen unix://' or 'codex app-server daemon start'"
-
-
-def socket_of(codex_home: Path) -> Path:
-    return codex_home / "app-server-control" / "app-server-control.sock"
 
 
 async def test_no_server_in_codex_home_exits_69(tmp_path_factory: pytest.TempPathFactory) -> None:

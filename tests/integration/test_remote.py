@@ -37,7 +37,7 @@ from websockets.uri import parse_uri
 
 from proxy.cli import main
 
-from .codex_server import CodexServer
+from .codex_server import CodexServer, socket_of
 from .jsonrpc import JsonObject, initialize_message, result_of
 from .proxy_process import (
     ROOT,
@@ -632,7 +632,7 @@ async def test_raw_missing_socket_exits_69(tmp_path: Path) -> None:
 
 async def test_raw_missing_default_socket_exits_69(tmp_path_factory: pytest.TempPathFactory) -> None:
     codex_home = tmp_path_factory.mktemp("nohome")
-    sock = codex_home / "app-server-control" / "app-server-control.sock"
+    sock = socket_of(codex_home)
 
     done = await run_proxy_cli(["--raw"], b"", env={"CODEX_HOME": str(codex_home)}, timeout=TIMEOUT)
 
