@@ -7,12 +7,10 @@ for the server to close; the server closing ends the run once stdout has everyth
 
 from __future__ import annotations
 
-import errno
-
 import trio
 
-from .errors import ExitStatus, errno_of, reason_of
-from .relay import Ending
+from .errors import ExitStatus, reason_of
+from .relay import Ending, stdout_failure
 
 COPY_BYTES = 256 * 1024
 
@@ -71,9 +69,7 @@ class RawRelay:
                     return
                 await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._end(
-                    Ending(ExitStatus.SESSION_FAILED, f"lost the connection to the app-server ({reason_of(exc)})")
-                )
+                self._lost(exc)
                 return
 
     async def _down(self) -> None:
@@ -81,9 +77,7 @@ class RawRelay:
             try:
                 data = await self._stream.receive_some(COPY_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._end(
-                    Ending(ExitStatus.SESSION_FAILED, f"lost the connection to the app-server ({reason_of(exc)})")
-                )
+                self._lost(exc)
                 return
             if not data:
                 self._end(Ending(ExitStatus.OK))
@@ -91,8 +85,5 @@ class RawRelay:
             try:
                 await self._stdout.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                if errno_of(exc) == errno.EPIPE:
-                    self._end(Ending(ExitStatus.SIGPIPE))
-                else:
-                    self._end(Ending(ExitStatus.IOERR, f"cannot write to stdout: {reason_of(exc)}"))
+                self._end(stdout_failure(exc))
                 return

@@ -64,6 +64,13 @@ class Ending:
     message: str | None = None
 
 
+def stdout_failure(exc: BaseException) -> Ending:
+    """How a failed stdout write ends a run: EPIPE (the reader left) quietly with 141, like SIGPIPE; else 74."""
+    if errno_of(exc) == errno.EPIPE:
+        return Ending(ExitStatus.SIGPIPE)
+    return Ending(ExitStatus.IOERR, f"cannot write to stdout: {reason_of(exc)}")
+
+
 class Relay:
     """One established session: a WebSocket connection and the two stdio streams.
 
@@ -112,11 +119,11 @@ class Relay:
             self._close_code = close_code
             self._ended.set()
 
-    def _stdout_failed(self, status: int, message: str | None) -> None:
+    def _stdout_failed(self, ending: Ending) -> None:
         # Lines were lost: that outranks a clean ending decided before the write failed.
         if self._ending is not None and self._ending.status == ExitStatus.OK:
-            self._ending = Ending(status, message)
-        self.end(status, message, GOING_AWAY)
+            self._ending = ending
+        self.end(ending.status, ending.message, GOING_AWAY)
 
     @property
     def ending_decided(self) -> bool:
@@ -384,10 +391,7 @@ class Relay:
                         break  # stop at a line end: stdout never gets half a line
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._to_stdout.close()
-                if errno_of(exc) == errno.EPIPE:
-                    self._stdout_failed(ExitStatus.SIGPIPE, None)  # the reader left: quietly, like SIGPIPE
-                else:
-                    self._stdout_failed(ExitStatus.IOERR, f"cannot write to stdout: {reason_of(exc)}")
+                self._stdout_failed(stdout_failure(exc))
                 return
             self._to_stdout.done()
 
