@@ -11,10 +11,14 @@ import trio
 
 from .connect import connect, open_connection
 from .daemon import start_daemon
+from .ending import Ending
 from .errors import LocalIOError, ProxyError
+from .handshake import HandshakeResponse
 from .options import ProxyOptions
 from .raw import RawRelay
-from .relay import Ending, Relay
+from .relay import Relay
+from .session import Session
+from .stdio import StdioEndpoint
 from .trace import Tap
 
 log = logging.getLogger("codex_appserver")
@@ -62,7 +66,7 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
                     )
                     tap.event("handshake", status=101, headers=dict(response.headers))
                     async with stream, _stdio(stdin_fd, stdout_fd) as (stdin, stdout):
-                        relay = Relay(options, str(options.target), stream, response, stdin, stdout, tap)
+                        relay = proxy_relay(options, stream, response, StdioEndpoint(options, stdin, stdout), tap)
                         result = await relay.run()
                 ending = ending or result
             except ProxyError as exc:
@@ -73,6 +77,24 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
             nursery.cancel_scope.cancel()
     assert ending is not None
     return ending
+
+
+def proxy_relay(
+    options: ProxyOptions, stream: trio.abc.Stream, response: HandshakeResponse, endpoint: StdioEndpoint, tap: Tap
+) -> Relay:
+    """The relay of one ``proxy`` run: stdio downstream, the session's bookkeeping, the options' limits."""
+    return Relay(
+        endpoint,
+        stream,
+        response,
+        str(options.target),
+        max_incoming_size=options.max_incoming_size,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+        close_timeout=options.close_timeout,
+        session=Session(overload_retries=options.overload_retries, until=options.until),
+        tap=tap,
+    )
 
 
 class _stdio:  # noqa: N801 - used like a function, as trio's own context managers are
