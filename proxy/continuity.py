@@ -80,10 +80,13 @@ class Phase(enum.Enum):
 class Step:
     """What the trio side does after one event, in this order."""
 
-    #: Texts to send to the app-server, in order.
+    #: Texts to send to the app-server, in order: the proxy's own (replay, a client's answer sent again) and, in
+    #: the step that handles a client message, that message.
     to_server: list[str] = field(default_factory=list)
     #: Texts to deliver to the client, in order.
     to_client: list[str] = field(default_factory=list)
+    #: The client's held messages, to send after :attr:`to_server`, in order.
+    held: list[str] = field(default_factory=list)
     #: Call :meth:`Continuity.retry_resumes` after this many seconds if the connection is still the same.
     retry_after: float | None = None
     #: The new connection refused the replay: the session cannot be restored; why, in words.
@@ -362,7 +365,7 @@ class Continuity:
         held, self._held = self._held, []
         self.held_bytes = 0
         for text in held:
-            step.to_server.extend(self._outgoing(text))
+            step.held.extend(self._outgoing(text))
         return step
 
     def gave_up(self, reason: str, attempts: int) -> Step:

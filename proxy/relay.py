@@ -23,9 +23,18 @@ import trio
 from .ending import Ending, stdout_failure
 from .errors import ExitStatus, ProxyError
 from .handshake import HandshakeResponse
+from .reconnect import Reconnect, ReconnectingUpstream
 from .session import Retry, Session
 from .trace import Tap
-from .upstream import CLEAN_CLOSE_CODES, GOING_AWAY, MESSAGE_TOO_BIG, NORMAL_CLOSURE, Upstream, UpstreamEnd
+from .upstream import (
+    CLEAN_CLOSE_CODES,
+    GOING_AWAY,
+    MESSAGE_TOO_BIG,
+    NORMAL_CLOSURE,
+    Upstream,
+    UpstreamEnd,
+    UpstreamListener,
+)
 
 __all__ = [
     "CLEAN_CLOSE_CODES",
@@ -85,9 +94,10 @@ class Relay:
     :param session: JSON-RPC bookkeeping (``proxy``); None relays messages unchanged without looking at them.
     :param close_timeout: seconds the closing handshake may take.
 
-    A reconnect layer (issue 11) sits between the relay and :class:`~proxy.upstream.Upstream`: it sees every
-    :class:`~proxy.upstream.UpstreamEnd` in :meth:`upstream_ended` first, and may replace the upstream instead of
-    ending the session, while the downstream goes on.
+    :param reconnect: ``--reconnect``: the upstream side is a :class:`~proxy.reconnect.ReconnectingUpstream`,
+        which sees every :class:`~proxy.upstream.UpstreamEnd` first and reconnects and replays the session
+        instead of ending it, while the downstream goes on; :meth:`upstream_ended` then only hears of an end
+        it could not (or should not) get over.
     """
 
     def __init__(
@@ -103,21 +113,39 @@ class Relay:
         close_timeout: float,
         session: Session | None = None,
         tap: Tap | None = None,
+        reconnect: Reconnect | None = None,
     ) -> None:
         self._downstream = downstream
         self._tap = tap or Tap()
         self._session = session
         self._close_timeout = close_timeout
-        self.upstream = Upstream(
-            self,
-            stream,
-            response,
-            where,
-            max_incoming_size=max_incoming_size,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            tap=self._tap,
-        )
+
+        def make_upstream(listener: UpstreamListener, stream: trio.abc.Stream, response: HandshakeResponse) -> Upstream:
+            return Upstream(
+                listener,
+                stream,
+                response,
+                where,
+                max_incoming_size=max_incoming_size,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                tap=self._tap,
+            )
+
+        self.upstream: Upstream | ReconnectingUpstream
+        if reconnect is None:
+            self.upstream = make_upstream(self, stream, response)
+        else:
+            self.upstream = ReconnectingUpstream(
+                self,
+                stream,
+                response,
+                where,
+                make_upstream=make_upstream,
+                reconnect=reconnect,
+                tap=self._tap,
+                ending_decided=lambda: self.ending_decided,
+            )
         if session is not None:
             self.upstream.outstanding = lambda: session.outstanding
         self._ending: Ending | None = None

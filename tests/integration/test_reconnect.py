@@ -1,0 +1,264 @@
+"""``proxy --reconnect`` against a scripted server that drops the connection and takes the reconnect.
+
+The server plays Codex's part as measured on 0.169.0: after a drop, a new connection that replays ``initialize``
+and ``initialized`` and calls ``thread/resume`` gets the rest of the live turn, and the pending approval is re-sent
+with the same id. The client (the proxy as a subprocess, its stdio) must see one session: the request in flight at
+the drop answered with the documented error, the approval once, its answer delivered, the rest of the turn, the
+messages it wrote meanwhile sent after the replay and in order, and never a reply to the proxy's own requests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from proxy.continuity import CONNECTION_LOST, CONNECTION_LOST_MESSAGE, NOT_RESTORED, REPLAY_ID_PREFIX
+
+from .jsonrpc import initialize_message
+from .proxy_process import ProxyProcess, finish, finished, running_proxy
+from .scripted_server import ScriptedConnection, open_scripted_server
+from .test_scripted_server import GUARD, compact, jsonl, sock_args, stderr_lines
+
+JsonObject = dict[str, Any]
+
+THREAD = "thr_1"
+TURN = "turn_1"
+INITIALIZE = initialize_message(1)
+APPROVAL = {
+    "method": "item/commandExecution/requestApproval",
+    "id": 0,
+    "params": {"threadId": THREAD, "turnId": TURN, "itemId": "call_1", "command": "echo caf\u00e9"},
+}
+ANSWER = {"id": 0, "result": {"decision": "accept"}}
+
+
+def delta(text: str) -> JsonObject:
+    return {"method": "item/agentMessage/delta", "params": {"threadId": THREAD, "turnId": TURN, "delta": text}}
+
+
+async def receive_json(conn: ScriptedConnection) -> JsonObject:
+    message = json.loads(await conn.receive_text())
+    assert isinstance(message, dict)
+    return message
+
+
+async def read_json(proxy: ProxyProcess) -> JsonObject:
+    message = json.loads(await proxy.read_line())
+    assert isinstance(message, dict)
+    return message
+
+
+async def opening(conn: ScriptedConnection) -> None:
+    """The client's own session: initialize, initialized, thread/start, turn/start (ids 1, 2, 3)."""
+    await conn.accept()
+    assert await receive_json(conn) == INITIALIZE
+    await conn.send_text(compact({"id": 1, "result": {"userAgent": "scripted/0"}}))
+    assert await receive_json(conn) == {"method": "initialized"}
+    assert (await receive_json(conn))["method"] == "thread/start"
+    await conn.send_text(compact({"id": 2, "result": {"thread": {"id": THREAD}}}))
+    assert (await receive_json(conn))["method"] == "turn/start"
+    await conn.send_text(compact({"id": 3, "result": {"turn": {"id": TURN, "status": "inProgress"}}}))
+
+
+async def replayed(conn: ScriptedConnection) -> None:
+    """The proxy's replay on a new connection: initialize with the client's params under a replay id, then
+    initialized and thread/resume for the thread, answered."""
+    await conn.accept()
+    replay = await receive_json(conn)
+    assert replay["method"] == "initialize" and replay["params"] == INITIALIZE["params"]
+    assert isinstance(replay["id"], str) and replay["id"].startswith(REPLAY_ID_PREFIX)
+    await conn.send_text(compact({"id": replay["id"], "result": {"userAgent": "scripted/0"}}))
+    assert await receive_json(conn) == {"method": "initialized"}
+    resume = await receive_json(conn)
+    assert resume["method"] == "thread/resume"
+    assert resume["params"] == {"threadId": THREAD, "excludeTurns": True}
+    assert resume["id"].startswith(REPLAY_ID_PREFIX) and resume["id"] != replay["id"]
+    await conn.send_text(compact({"id": resume["id"], "result": {"thread": {"id": THREAD}}}))
+
+
+CLIENT_OPENING = jsonl(
+    INITIALIZE,
+    {"method": "initialized"},
+    {"method": "thread/start", "id": 2, "params": {"cwd": "/w"}},
+    {"method": "turn/start", "id": 3, "params": {"threadId": THREAD, "input": []}},
+)
+
+
+async def test_a_drop_mid_turn_is_invisible_and_the_approval_is_answered_on_the_new_connection(
+    tmp_path: Path,
+) -> None:
+    """The connection drops while an approval waits and a request is in flight; the client answers the approval
+    and sends a request while the proxy reconnects. The held answer goes out when the server re-sends the
+    approval (which the client does not see again), then the held request; the turn finishes."""
+    may_accept_again = trio.Event()
+    second: list[JsonObject] = []
+
+    async def handler(conn: ScriptedConnection) -> None:
+        if conn is server.connections[0]:
+            await opening(conn)
+            await conn.send_text(compact(delta("Hel")))
+            await conn.send_text(compact(APPROVAL))
+            assert await receive_json(conn) == {"method": "thread/list", "id": 4, "params": {}}
+            await conn.abort()  # no close frame: a crash, a restart, a cut tunnel
+            return
+        await may_accept_again.wait()
+        await replayed(conn)
+        await conn.send_text(compact(APPROVAL))  # Codex re-sends the pending approval after thread/resume
+        second.extend([await receive_json(conn), await receive_json(conn)])  # the held request, then answer
+        await conn.send_text(
+            compact({"method": "serverRequest/resolved", "params": {"threadId": THREAD, "requestId": 0}})
+        )
+        await conn.send_text(compact(delta("lo")))
+        await conn.send_text(
+            compact({"method": "turn/completed", "params": {"threadId": THREAD, "turn": {"id": TURN}}})
+        )
+        await conn.send_text(compact({"id": 5, "result": {"data": []}}))
+        assert await conn.receive_close() == 1000
+
+    with trio.fail_after(GUARD):
+        async with (
+            open_scripted_server(tmp_path, handler) as server,
+            running_proxy(sock_args(server, "--reconnect", "--notify-reconnect")) as proxy,
+        ):
+            await proxy.send(CLIENT_OPENING)
+            seen = [await read_json(proxy) for _ in range(5)]
+            assert [m.get("id") for m in seen[:3]] == [1, 2, 3]
+            assert seen[3] == delta("Hel") and seen[4] == APPROVAL
+            await proxy.send(jsonl({"method": "thread/list", "id": 4, "params": {}}))
+
+            reconnecting = await read_json(proxy)
+            assert reconnecting["method"] == "proxy/reconnecting"
+            assert reconnecting["params"]["unansweredRequests"] == 1
+            assert reconnecting["params"]["timeoutMs"] == 60000
+            lost = await read_json(proxy)
+            assert lost == {
+                "id": 4,
+                "error": {
+                    "code": CONNECTION_LOST,
+                    "message": CONNECTION_LOST_MESSAGE,
+                    "data": {"method": "thread/list"},
+                },
+            }
+
+            # While the proxy reconnects: the approval's answer and a new request, both held.
+            await proxy.send(jsonl(ANSWER, {"method": "thread/list", "id": 5, "params": {}}))
+            await trio.sleep(0.3)  # both lines are read by now; nothing can go out until the server accepts
+            may_accept_again.set()
+
+            rest = [await read_json(proxy) for _ in range(5)]
+            await proxy.close_stdin()
+            ended = await finish(proxy)
+        await server.wait_handled(2)
+
+    reconnected = rest[0]
+    assert reconnected["method"] == "proxy/reconnected"
+    assert reconnected["params"]["attempts"] >= 1
+    assert reconnected["params"]["resumedThreads"] == [THREAD]
+    assert reconnected["params"]["droppedThreads"] == []
+    assert reconnected["params"]["notRestored"] == list(NOT_RESTORED)
+    # The approval is not delivered a second time; the turn goes on; the held request is answered.
+    assert rest[1:] == [
+        {"method": "serverRequest/resolved", "params": {"threadId": THREAD, "requestId": 0}},
+        delta("lo"),
+        {"method": "turn/completed", "params": {"threadId": THREAD, "turn": {"id": TURN}}},
+        {"id": 5, "result": {"data": []}},
+    ]
+    # The held request goes out once the session is restored; the held answer only once the server has re-sent
+    # its request (it could belong to a server that is gone and whose id 0 is now another request).
+    assert second == [{"method": "thread/list", "id": 5, "params": {}}, ANSWER]
+
+    result = finished(proxy, ended)
+    assert result.status == 0, result.stderr_text
+    assert result.stdout == b""
+    lines = stderr_lines(result.stderr)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"lost the connection to the app-server at {server.path}")
+    assert lines[0].endswith("reconnecting (--reconnect, up to 60 s)")
+    assert lines[1] == f"reconnected to {server.path}; the session is restored (1 thread resumed)"
+
+
+async def test_an_approval_answered_after_the_reconnect_goes_through_and_is_seen_once(tmp_path: Path) -> None:
+    """Without --notify-reconnect the client sees nothing of the proxy's own: only the rest of the turn."""
+
+    async def handler(conn: ScriptedConnection) -> None:
+        if conn is server.connections[0]:
+            await opening(conn)
+            await conn.send_text(compact(APPROVAL))
+            await conn.abort()
+            return
+        await replayed(conn)
+        await conn.send_text(compact(APPROVAL))
+        await conn.send_text(compact(delta("after")))
+        assert await receive_json(conn) == ANSWER
+        await conn.send_text(
+            compact({"method": "turn/completed", "params": {"threadId": THREAD, "turn": {"id": TURN}}})
+        )
+        assert await conn.receive_close() == 1000
+
+    with trio.fail_after(GUARD):
+        async with (
+            open_scripted_server(tmp_path, handler) as server,
+            running_proxy(sock_args(server, "--reconnect")) as proxy,
+        ):
+            await proxy.send(CLIENT_OPENING)
+            seen = [await read_json(proxy) for _ in range(4)]
+            assert seen[3] == APPROVAL
+            assert await read_json(proxy) == delta("after")  # after the reconnect; no approval in between
+            await proxy.send(jsonl(ANSWER))
+            assert (await read_json(proxy))["method"] == "turn/completed"
+            await proxy.close_stdin()
+            ended = await finish(proxy)
+        await server.wait_handled(2)
+
+    result = finished(proxy, ended)
+    assert result.status == 0, result.stderr_text
+    assert result.stdout == b""
+
+
+async def test_a_reconnect_that_never_succeeds_ends_as_a_lost_connection(tmp_path: Path) -> None:
+    """The server goes away for good: after --reconnect-timeout the proxy exits 1, as without --reconnect, and
+    says how long it tried; a client that asked is told so too."""
+    timeout = 2.0
+    dropped = trio.Event()
+
+    async def handler(conn: ScriptedConnection) -> None:
+        await conn.accept()
+        assert await receive_json(conn) == INITIALIZE
+        await conn.send_text(compact({"id": 1, "result": {}}))
+        await conn.abort()
+        dropped.set()
+
+    with trio.fail_after(GUARD):
+        async with open_scripted_server(tmp_path, handler) as server:
+            path = server.path
+            async with running_proxy(
+                sock_args(server, "--reconnect", "--reconnect-timeout", str(timeout), "--notify-reconnect")
+            ) as proxy:
+                await proxy.send(jsonl(INITIALIZE))
+                assert (await read_json(proxy))["id"] == 1
+                await dropped.wait()
+                lost_at = time.monotonic()
+                server.path.unlink()  # nothing listens any more: every attempt is refused
+                notes = [await read_json(proxy), await read_json(proxy)]
+                ended = await finish(proxy)
+                elapsed = time.monotonic() - lost_at
+
+    result = finished(proxy, ended)
+    assert result.status == 1
+    assert timeout - 0.2 <= elapsed < timeout + 10, elapsed  # the upper bound only guards a slow machine
+    assert notes[0]["method"] == "proxy/reconnecting"
+    failed = notes[1]
+    assert failed["method"] == "proxy/reconnectFailed"
+    assert failed["params"]["attempts"] >= 2
+    assert f"no app-server is listening at {path}" in failed["params"]["reason"]
+    assert timeout * 1000 <= failed["params"]["durationMs"] < (timeout + 5) * 1000
+    lines = stderr_lines(result.stderr)
+    assert len(lines) == 2, lines
+    assert lines[0].endswith(f"reconnecting (--reconnect, up to {timeout:g} s)")
+    assert lines[1].startswith(f"lost the connection to the app-server at {path}")
+    assert f"gave up reconnecting after {failed['params']['attempts']} attempts in {timeout:g} s" in lines[1]
+    assert lines[1].endswith("see --reconnect-timeout")
