@@ -18,6 +18,7 @@ with 1012), exactly as without ``--reconnect``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -172,7 +173,7 @@ class ReconnectingUpstream:
                     await self._give_up(error, attempts)
                 log.info("connected to %s again (attempt %d); restoring the session", self._where, attempts)
                 self._tap.event("reconnected", attempts=attempts)
-                self._apply(self._continuity.connected(attempts), own=True)
+                self._apply(self._continuity.connected(attempts))
         finally:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self._stream)
@@ -227,19 +228,18 @@ class ReconnectingUpstream:
                 self._tap.message("in", text)  # kept from the client (a replay response, a re-sent request)
             delivered.extend(step.to_client)
             step.to_client = []
-            self._apply(step, own=True)
+            self._apply(step)
         return self._listener.upstream_messages(delivered)
 
-    def _apply(self, step: Step, own: bool = False) -> None:
-        """Do what the continuity says; *own*: messages to the app-server are the proxy's own (traced here)."""
+    def _apply(self, step: Step) -> None:
+        """Do what the continuity says. Messages to the app-server are traced here, as they go out (the relay
+        does not trace a client message that may be held, or parked, or rewritten)."""
         if step.to_client:
             self._listener.upstream_messages(step.to_client)
         if (step.to_server or step.held) and self._upstream.open and not self._lost.is_set():
-            for text in step.to_server:
-                if own and self._tap.active:
+            for text in itertools.chain(step.to_server, step.held):
+                if self._tap.active:
                     self._tap.message("out", text)
-                self._upstream.send_text(text)
-            for text in step.held:  # traced by the relay when the client sent them
                 self._upstream.send_text(text)
         if step.retry_after is not None and self._nursery is not None:
             self._nursery.start_soon(self._retry_resumes, step.retry_after, self._generation)
@@ -258,7 +258,7 @@ class ReconnectingUpstream:
     async def _retry_resumes(self, delay: float, generation: int) -> None:
         await trio.sleep(delay)
         if generation == self._generation and not self._lost.is_set():
-            self._apply(self._continuity.retry_resumes(), own=True)
+            self._apply(self._continuity.retry_resumes())
 
     # -- reconnecting ----------------------------------------------------------------------------------
 

@@ -209,7 +209,7 @@ class Relay:
 
     def forward(self, text: str) -> None:
         """Send one message from the client to the app-server (the caller checked :attr:`Upstream.open`)."""
-        if self._tap.active:
+        if self._tap.active and isinstance(self.upstream, Upstream):  # a reconnecting one traces what it sends
             self._tap.message("out", text)
         self.upstream.send_text(text)
 
