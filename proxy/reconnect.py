@@ -39,6 +39,8 @@ Connector = Callable[[], Awaitable[tuple[trio.abc.Stream, HandshakeResponse]]]
 #: Makes the :class:`~proxy.upstream.Upstream` of one connection, reporting to the given listener.
 UpstreamFactory = Callable[[UpstreamListener, trio.abc.Stream, HandshakeResponse], Upstream]
 
+#: How long a lost connection may take to write what was queued for it (a close frame's echo), in seconds.
+FLUSH_TIMEOUT = 1.0
 #: Close codes from the server after which a reconnect is tried (RFC 6455 §7.4.1 going away; 1012 service restart).
 RECONNECT_CLOSE_CODES = frozenset({1001, 1012})
 
@@ -188,6 +190,8 @@ class ReconnectingUpstream:
             if deadline is not None and not self._restored.is_set():
                 nursery.start_soon(self._replay_deadline, deadline)
             await self._lost.wait()
+            # The echo of a server's close frame (or anything else queued) goes out before the stream is closed.
+            await self._upstream.close(None, FLUSH_TIMEOUT)
             nursery.cancel_scope.cancel()
         self._nursery = None
         await trio.aclose_forcefully(self._stream)

@@ -19,8 +19,8 @@ import trio
 from proxy.continuity import CONNECTION_LOST, CONNECTION_LOST_MESSAGE, NOT_RESTORED, REPLAY_ID_PREFIX
 
 from .jsonrpc import initialize_message
-from .proxy_process import ProxyProcess, finish, finished, running_proxy
-from .scripted_server import ScriptedConnection, open_scripted_server
+from .proxy_process import Finished, ProxyProcess, finish, finished, running_proxy
+from .scripted_server import ScriptedConnection, ScriptedServer, open_scripted_server
 from .test_scripted_server import GUARD, compact, jsonl, sock_args, stderr_lines
 
 JsonObject = dict[str, Any]
@@ -262,3 +262,123 @@ async def test_a_reconnect_that_never_succeeds_ends_as_a_lost_connection(tmp_pat
     assert lines[1].startswith(f"lost the connection to the app-server at {path}")
     assert f"gave up reconnecting after {failed['params']['attempts']} attempts in {timeout:g} s" in lines[1]
     assert lines[1].endswith("see --reconnect-timeout")
+
+
+async def resume_only(conn: ScriptedConnection, answer: JsonObject | None = None) -> JsonObject:
+    """Accept, answer the replayed initialize; return the replayed thread/resume after ``initialized``."""
+    await conn.accept()
+    replay = await receive_json(conn)
+    await conn.send_text(compact({"id": replay["id"], "result": {}}))
+    assert await receive_json(conn) == {"method": "initialized"}
+    return await receive_json(conn)
+
+
+async def test_close_1012_from_the_server_is_reconnected_1000_is_not(tmp_path: Path) -> None:
+    """1012 (service restart) and 1001 (going away) mean "come back"; 1000 is the server ending the session."""
+
+    async def handler(conn: ScriptedConnection) -> None:
+        index = server.connections.index(conn)
+        if index == 0:
+            await opening(conn)
+            await conn.send_close(1012, "restarting")
+            assert await conn.receive_close() == 1012  # the proxy echoes the code (RFC 6455 §5.5.1)
+            return
+        resume = await resume_only(conn)
+        await conn.send_text(compact({"id": resume["id"], "result": {"thread": {"id": THREAD}}}))
+        await conn.send_text(compact(delta("still here")))
+        await conn.send_close(1000)
+        assert await conn.receive_close() == 1000
+
+    with trio.fail_after(GUARD):
+        async with (
+            open_scripted_server(tmp_path, handler) as server,
+            running_proxy(sock_args(server, "--reconnect")) as proxy,
+        ):
+            await proxy.send(CLIENT_OPENING)
+            ended = await finish(proxy)
+        await server.wait_handled(2)
+
+    result = finished(proxy, ended)
+    assert result.status == 0, result.stderr_text
+    lines = result.stdout_lines
+    assert [json.loads(raw).get("id") for raw in lines[:3]] == [1, 2, 3]
+    assert [json.loads(raw) for raw in lines[3:]] == [delta("still here")]
+    messages = stderr_lines(result.stderr)
+    assert messages[0].endswith("closed the connection (1012 restarting); reconnecting (--reconnect, up to 60 s)")
+    assert messages[-1].endswith("closed the connection (1000)")
+
+
+async def test_a_closing_thread_is_resumed_again(tmp_path: Path) -> None:
+    """Codex answers thread/resume with -32600 "thread ... is closing" while it unloads the thread; the proxy
+    sends it again after a backoff, as Codex's TUI does, and only then sends what the client wrote meanwhile."""
+    resumes: list[JsonObject] = []
+
+    async def handler(conn: ScriptedConnection) -> None:
+        if conn is server.connections[0]:
+            await opening(conn)
+            await conn.abort()
+            return
+        resume = await resume_only(conn)
+        resumes.append(resume)
+        closing = f"thread {THREAD} is closing; retry thread/resume after the thread is closed"
+        await conn.send_text(compact({"id": resume["id"], "error": {"code": -32600, "message": closing}}))
+        again = await receive_json(conn)
+        resumes.append(again)
+        await conn.send_text(compact({"id": again["id"], "result": {"thread": {"id": THREAD}}}))
+        assert await receive_json(conn) == {"method": "thread/list", "id": 9, "params": {}}
+        await conn.send_text(compact({"id": 9, "result": {"data": []}}))
+        assert await conn.receive_close() == 1000
+
+    with trio.fail_after(GUARD):
+        async with (
+            open_scripted_server(tmp_path, handler) as server,
+            running_proxy(sock_args(server, "--reconnect")) as proxy,
+        ):
+            await proxy.send(CLIENT_OPENING)
+            for _ in range(3):
+                await read_json(proxy)
+            await proxy.send(jsonl({"method": "thread/list", "id": 9, "params": {}}))
+            assert await read_json(proxy) == {"id": 9, "result": {"data": []}}
+            await proxy.close_stdin()
+            ended = await finish(proxy)
+        await server.wait_handled(2)
+
+    assert finished(proxy, ended).status == 0
+    assert [r["params"] for r in resumes] == [{"threadId": THREAD, "excludeTurns": True}] * 2
+    assert resumes[0]["id"] != resumes[1]["id"]
+
+
+async def test_a_refused_replay_ends_the_session_at_once(tmp_path: Path) -> None:
+    """A new connection that refuses the replayed initialize cannot restore the session: exit 1 without waiting
+    for --reconnect-timeout, and the client's held request gets no answer from a session that is gone."""
+
+    async def handler(conn: ScriptedConnection) -> None:
+        if conn is server.connections[0]:
+            await conn.accept()
+            assert await receive_json(conn) == INITIALIZE
+            await conn.send_text(compact({"id": 1, "result": {}}))
+            await conn.abort()
+            return
+        await conn.accept()
+        replay = await receive_json(conn)
+        await conn.send_text(compact({"id": replay["id"], "error": {"code": -32600, "message": "Already initialized"}}))
+        await conn.wait_eof()
+
+    with trio.fail_after(GUARD):
+        async with open_scripted_server(tmp_path, handler) as server:
+            result = await run_proxy_cli_open(server)
+        await server.wait_handled(2)
+
+    assert result.status == 1
+    lines = stderr_lines(result.stderr)
+    assert lines[-1].startswith(f"lost the connection to the app-server at {server.path}")
+    assert "gave up reconnecting after 1 attempt in 60 s" in lines[-1]
+    assert "the app-server refused the replayed initialize (-32600 Already initialized)" in lines[-1]
+
+
+async def run_proxy_cli_open(server: ScriptedServer) -> Finished:
+    """The proxy with --reconnect, stdin an initialize and then left open until the proxy exits."""
+    async with running_proxy(sock_args(server, "--reconnect")) as proxy:
+        await proxy.send(jsonl(INITIALIZE))
+        ended = await finish(proxy)
+    return finished(proxy, ended)
