@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from proxy.continuity import CONNECTION_LOST, CONNECTION_LOST_MESSAGE, NOT_RESTORED, REPLAY_ID_PREFIX
+from proxy.continuity import CONNECTION_LOST, CONNECTION_LOST_MESSAGE, HOLD_LIMIT_BYTES, NOT_RESTORED, REPLAY_ID_PREFIX
 
 from .jsonrpc import initialize_message
 from .proxy_process import Finished, ProxyProcess, finish, finished, running_proxy
@@ -382,3 +382,97 @@ async def run_proxy_cli_open(server: ScriptedServer) -> Finished:
         await proxy.send(jsonl(INITIALIZE))
         ended = await finish(proxy)
     return finished(proxy, ended)
+
+
+async def test_a_server_that_stops_answering_pings_is_reconnected(tmp_path: Path) -> None:
+    async def handler(conn: ScriptedConnection) -> None:
+        if conn is server.connections[0]:
+            await opening(conn)
+            await trio.sleep_forever()  # reads nothing, so the proxy's pings go unanswered
+        resume = await resume_only(conn)
+        await conn.send_text(compact({"id": resume["id"], "result": {"thread": {"id": THREAD}}}))
+        assert await receive_json(conn) == {"method": "thread/list", "id": 4, "params": {}}
+        await conn.send_text(compact({"id": 4, "result": {"data": []}}))
+        assert await conn.receive_close() == 1000
+
+    with trio.fail_after(GUARD):
+        async with (
+            open_scripted_server(tmp_path, handler) as server,
+            running_proxy(
+                sock_args(
+                    server, "--reconnect", "--notify-reconnect", "--ping-interval", "0.5", "--ping-timeout", "0.5"
+                )
+            ) as proxy,
+        ):
+            await proxy.send(CLIENT_OPENING)
+            for _ in range(3):
+                await read_json(proxy)
+            assert (await read_json(proxy))["method"] == "proxy/reconnecting"
+            assert (await read_json(proxy))["method"] == "proxy/reconnected"
+            await proxy.send(jsonl({"method": "thread/list", "id": 4, "params": {}}))
+            assert await read_json(proxy) == {"id": 4, "result": {"data": []}}
+            await proxy.close_stdin()
+            ended = await finish(proxy)
+            assert len(server.connections) == 2
+            await server.connections[1].handled.wait()
+
+    result = finished(proxy, ended)
+    assert result.status == 0, result.stderr_text
+    assert "stopped answering: no pong within 0.5 s" in stderr_lines(result.stderr)[0]
+
+
+async def test_held_lines_are_bounded_and_all_sent_in_order(tmp_path: Path) -> None:
+    """While the proxy reconnects it holds what stdin brings up to 16 MiB, then stops reading stdin
+    (backpressure); once the session is restored every line goes out, in order."""
+    count, size = 20_000, 1024  # about 20 MiB: more than the proxy holds
+    pad = "p" * (size - 60)
+    lines = [compact({"method": "t/n", "params": {"seq": seq, "pad": pad}}).encode() + b"\n" for seq in range(count)]
+    may_accept = trio.Event()
+    received: list[int] = []
+
+    async def handler(conn: ScriptedConnection) -> None:
+        if conn is server.connections[0]:
+            await conn.accept()
+            assert await receive_json(conn) == INITIALIZE
+            await conn.send_text(compact({"id": 1, "result": {}}))
+            await conn.abort()
+            return
+        await may_accept.wait()
+        await conn.accept()
+        replay = await receive_json(conn)
+        await conn.send_text(compact({"id": replay["id"], "result": {}}))
+        while len(received) < count:
+            received.append((await receive_json(conn))["params"]["seq"])
+        assert await conn.receive_close() == 1000
+
+    written = 0
+
+    async def write_all(proxy: ProxyProcess) -> None:
+        nonlocal written
+        for index in range(0, count, 100):
+            chunk = b"".join(lines[index : index + 100])
+            await proxy.send(chunk)
+            written += len(chunk)
+        await proxy.close_stdin()
+
+    with trio.fail_after(GUARD * 4):
+        async with (
+            open_scripted_server(tmp_path, handler) as server,
+            running_proxy(sock_args(server, "--reconnect", "--connect-timeout", "60")) as proxy,
+        ):
+            await proxy.send(jsonl(INITIALIZE))
+            assert (await read_json(proxy))["id"] == 1
+            while len(server.connections) < 2:  # the first connection is gone and the proxy tries again
+                await trio.sleep(0.05)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write_all, proxy)
+                while written < HOLD_LIMIT_BYTES:  # the proxy reads (and holds) up to its bound...
+                    await trio.sleep(0.05)
+                await trio.sleep(1)  # ...and no further: a second is ample to read the rest, were it not bounded
+                assert written < count * size, written
+                may_accept.set()
+            ended = await finish(proxy)
+        await server.wait_handled(2)
+
+    assert finished(proxy, ended).status == 0
+    assert received == list(range(count))
