@@ -101,6 +101,7 @@ class _InFlight:
     method: str
     order: int
     thread_id: object = None  # params.threadId, for FORGET_METHODS
+    initialize: dict[str, object] | None = None  # the request itself, for an initialize
 
 
 def _parse(text: str) -> dict[str, object] | None:
@@ -151,7 +152,6 @@ class Continuity:
         self._in_flight: dict[IdKey, list[_InFlight]] = {}
         self._order = 0
         self._initialize: dict[str, object] | None = None  # once answered with a result
-        self._pending_initialize: dict[str, object] | None = None  # sent, not answered yet
         self._initialized: str | None = None
         self._threads: dict[str, None] = {}  # an ordered set
         self._held: list[str] = []
@@ -205,10 +205,9 @@ class Continuity:
                     params = message.get("params")
                     thread_id = params.get("threadId") if isinstance(params, dict) else None
                     self._order += 1
-                    entry = _InFlight(message["id"], method, self._order, thread_id)
+                    initialize = message if method == "initialize" else None
+                    entry = _InFlight(message["id"], method, self._order, thread_id, initialize)
                     self._in_flight.setdefault(key, []).append(entry)
-                    if method == "initialize":
-                        self._pending_initialize = message
             elif method == "initialized":
                 self._initialized = text
             return [text]
@@ -256,10 +255,8 @@ class Continuity:
         result = message.get("result")
         if not isinstance(result, dict):
             return
-        if entry.method == "initialize":
-            initialize = self._pending_initialize
-            if initialize is not None and id_key(initialize.get("id")) == key:
-                self._initialize = initialize
+        if entry.initialize is not None:
+            self._initialize = entry.initialize
         elif entry.method in THREAD_METHODS:
             thread = result.get("thread")
             thread_id = thread.get("id") if isinstance(thread, dict) else None

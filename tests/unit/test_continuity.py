@@ -20,7 +20,9 @@ from proxy.continuity import (
     Step,
     reconnect_delay,
 )
+from proxy.reconnect import reconnectable
 from proxy.session import id_key
+from proxy.upstream import UpstreamEnd
 
 JsonObject = dict[str, Any]
 
@@ -523,3 +525,26 @@ def test_requests_answered_once_sent_at_most_once_server_requests_delivered_once
         model.event("client_answer", index, True)
     model.event("read_answers", 0, False)
     assert model.pending == {}, "a server request the client answered never got its answer"
+
+
+def test_the_initialize_that_succeeded_is_the_one_replayed() -> None:
+    c = Continuity(Clock())
+    first = {"method": "initialize", "id": "a", "params": {"clientInfo": {"name": "first", "version": "1"}}}
+    second = {"method": "initialize", "id": "b", "params": {"clientInfo": {"name": "second", "version": "1"}}}
+    send(c, first)
+    send(c, second)
+    receive(c, {"id": "a", "result": {}})
+    receive(c, {"id": "b", "error": {"code": -32600, "message": "Already initialized"}})
+    c.lost("EOF", 60)
+    (replayed,) = parsed(c.connected(1).to_server)
+    assert replayed["params"] == first["params"]
+
+
+def test_which_endings_are_reconnected() -> None:
+    def end(kind: str, code: int | None = None) -> UpstreamEnd:
+        return UpstreamEnd(1, "x", None, kind, code)
+
+    assert reconnectable(end("lost")) and reconnectable(end("keepalive"))
+    assert reconnectable(end("closed", 1012)) and reconnectable(end("closed", 1001))
+    assert not reconnectable(end("closed", 1000)) and not reconnectable(end("closed", 1011))
+    assert not reconnectable(end("protocol")) and not reconnectable(end("too-big"))
