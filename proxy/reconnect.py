@@ -53,6 +53,8 @@ class Reconnect:
     connect: Connector
     timeout: float = 60.0
     notify: bool = False
+    #: Put before each log line (``serve`` names the client: ``"127.0.0.1:50412: "``).
+    label: str = ""
 
 
 def reconnectable(end: UpstreamEnd) -> bool:
@@ -104,6 +106,7 @@ class ReconnectingUpstream:
         self._where = where
         self._make = make_upstream
         self._reconnect = reconnect
+        self._label = reconnect.label
         self._tap = tap
         self._ending_decided = ending_decided
         self._rng = rng or random.Random()
@@ -173,7 +176,9 @@ class ReconnectingUpstream:
                 attempts, error = await self._connect_until(deadline, attempts)
                 if error is not None:
                     await self._give_up(error, attempts)
-                log.info("connected to %s again (attempt %d); restoring the session", self._where, attempts)
+                log.info(
+                    "%sconnected to %s again (attempt %d); restoring the session", self._label, self._where, attempts
+                )
                 self._tap.event("reconnected", attempts=attempts)
                 self._apply(self._continuity.connected(attempts))
         finally:
@@ -216,7 +221,9 @@ class ReconnectingUpstream:
             self._lost_end = end
             self._new_outage = True
             self._restored = trio.Event()
-            log.warning("%s; reconnecting (--reconnect, up to %g s)", end.message, self._reconnect.timeout)
+            log.warning(
+                "%s%s; reconnecting (--reconnect, up to %g s)", self._label, end.message, self._reconnect.timeout
+            )
         self._tap.event("lost", kind=end.kind)
         self._lost.set()
         # At once, in the same step as the loss: no client message may reach the dead connection.
@@ -253,7 +260,8 @@ class ReconnectingUpstream:
             self._restored.set()
             threads = len(self._continuity.threads)
             log.warning(
-                "reconnected to %s; the session is restored (%d thread%s resumed)",
+                "%sreconnected to %s; the session is restored (%d thread%s resumed)",
+                self._label,
                 self._where,
                 threads,
                 "" if threads == 1 else "s",
@@ -287,7 +295,7 @@ class ReconnectingUpstream:
                 error = f"attempt {attempts} was still connecting"
                 break
             delay = min(reconnect_delay(attempts, self._rng), max(0.0, deadline - trio.current_time()))
-            log.info("reconnect attempt %d failed: %s; next in %.2f s", attempts, error, delay)
+            log.info("%sreconnect attempt %d failed: %s; next in %.2f s", self._label, attempts, error, delay)
             await trio.sleep(delay)
         return attempts, error
 
