@@ -10,6 +10,8 @@
   ``interrupted``), and the new server numbers its requests from 0 again. Through the same proxy process the
   client's answer to the lost approval is never given to the new server's request 0, and its next ``turn/start``
   on the same thread works, approval included.
+- **--remote**: Codex's own ``ws://`` listener behind a capability token, killed and restarted on the same port:
+  the proxy reconnects with the same token and the client's next request is answered.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import trio
 
 from proxy.continuity import NOT_RESTORED, REPLAY_ID_PREFIX
 
-from .codex_server import CodexServer, start_codex_server
-from .jsonrpc import JsonObject, line
+from .codex_server import STARTUP_TIMEOUT, CodexServer, start_codex_server
+from .jsonrpc import INITIALIZED, JsonObject, initialize, line, request
 from .mock_responses import FunctionCall, Message, MockResponses
 from .proxy_process import ProxyProcess, finish, finished, running_proxy
+from .remote_peers import WsCodexServer, running_ws_codex_server
 from .scripted_server import short_temp_dir
 from .test_turns import (  # noqa: F401 - fixtures
     ECHO_COMMAND,
@@ -319,3 +322,48 @@ async def test_a_restarted_app_server_keeps_the_session_going(
     sent = [record["msg"] for record in records if record.get("dir") == "out" and "msg" in record]
     answers = [m for m in sent if isinstance(m, dict) and m.get("id") == 0 and "result" in m]
     assert answers == [{"id": 0, "result": {"decision": "accept"}}], answers
+
+
+async def test_remote_reconnect_sends_the_token_again_after_a_restart(codex_bin: Path, tmp_path: Path) -> None:
+    """``--remote`` to Codex's own ``ws://`` listener behind a capability token: after a kill and a restart on the
+    same port, the proxy reconnects with the same token, replays ``initialize`` and the client goes on."""
+    token = "cap-" + "Rc9x2LmQ4vTz" * 3
+    token_file = tmp_path / "token"
+    token_file.write_text(token, encoding="utf-8")
+    token_file.chmod(0o600)
+    auth = ["--ws-auth", "capability-token", "--ws-token-file", str(token_file)]
+    home = tmp_path / "home"
+    args = ["--remote", "", "--remote-auth-token-env", "RECONNECT_TOKEN", "--reconnect", "--notify-reconnect"]
+
+    with trio.fail_after(TIMEOUT):
+        with running_ws_codex_server(codex_bin, home, auth) as ws:
+            args[1] = ws.url
+            restarted: WsCodexServer | None = None
+            try:
+                async with running_proxy(args, env={"RECONNECT_TOKEN": token}) as proxy:
+                    await proxy.send(initialize(1) + INITIALIZED + request(2, "thread/list", {}))
+                    first = await read_until(proxy, lambda m: m.get("id") == 2)
+                    assert response_to(first, 1)["codexHome"] == str(home)
+
+                    def restart() -> WsCodexServer:
+                        Restartable.stop(ws.server, signal.SIGKILL)
+                        log = home.with_name("home-restarted.log")
+                        again = WsCodexServer(start_codex_server(codex_bin, home, log, ws.url, auth), ws.port)
+                        again.wait_until_ready(STARTUP_TIMEOUT)
+                        return again
+
+                    restarted = await trio.to_thread.run_sync(restart)
+                    after = await read_until(proxy, method_is("proxy/reconnected"))
+                    assert after[-1]["params"]["resumedThreads"] == []
+                    await proxy.send(request(3, "thread/list", {}))
+                    response_to(await read_until(proxy, lambda m: m.get("id") == 3), 3)
+                    await proxy.close_stdin()
+                    ended = await finish(proxy)
+            finally:
+                if restarted is not None:
+                    restarted.server.stop()
+
+    result = finished(proxy, ended)
+    assert result.status == 0, result.stderr_text
+    assert token not in result.stderr_text
+    no_replay_ids(first + after)
