@@ -155,7 +155,7 @@ class Relay:
 
     def interrupt(self, signum: int) -> None:
         """A signal arrived: close with 1001 (going away) and exit 128+*signum*."""
-        self.end(Ending(128 + signum, None, GOING_AWAY, "the bridge is shutting down"), GOING_AWAY)
+        self.end(Ending(128 + signum), GOING_AWAY)
 
     async def run(self) -> Ending:
         """Relay until the session ends; return how it ended."""
