@@ -306,3 +306,9 @@ def proxy(
     if ending.message:
         log.log(logging.ERROR if ending.status else logging.WARNING, "%s", ending.message)
     sys.exit(ending.status)
+
+
+# Registered last: the serve command imports this module's logging setup when it runs.
+from .serve.command import serve  # noqa: E402
+
+main.add_command(serve)

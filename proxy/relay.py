@@ -16,6 +16,7 @@ One nursery per relay; the upstream and the downstream each run their own tasks 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -93,6 +94,7 @@ class Relay:
     :param where: names the app-server in messages.
     :param session: JSON-RPC bookkeeping (``proxy``); None relays messages unchanged without looking at them.
     :param close_timeout: seconds the closing handshake may take.
+    :param announce: called once with the ending as soon as it is decided (the closing may take a while).
 
     :param reconnect: ``--reconnect``: the upstream side is a :class:`~proxy.reconnect.ReconnectingUpstream`,
         which sees every :class:`~proxy.upstream.UpstreamEnd` first and reconnects and replays the session
@@ -113,9 +115,11 @@ class Relay:
         close_timeout: float,
         session: Session | None = None,
         tap: Tap | None = None,
+        announce: Callable[[Ending], None] | None = None,
         reconnect: Reconnect | None = None,
     ) -> None:
         self._downstream = downstream
+        self._announce = announce
         self._tap = tap or Tap()
         self._session = session
         self._close_timeout = close_timeout
@@ -169,6 +173,8 @@ class Relay:
             self._ending = ending
             self._close_code = close_code
             self._ended.set()
+            if self._announce is not None:
+                self._announce(ending)
 
     def downstream_failed(self, ending: Ending) -> None:
         """The client's end failed (stdout EPIPE): that outranks a clean ending decided before; close with 1001."""
@@ -183,7 +189,7 @@ class Relay:
 
     def interrupt(self, signum: int) -> None:
         """A signal arrived: close with 1001 (going away) and exit 128+*signum*."""
-        self.end(Ending(128 + signum, None, GOING_AWAY, "the bridge is shutting down"), GOING_AWAY)
+        self.end(Ending(128 + signum), GOING_AWAY)
 
     async def run(self) -> Ending:
         """Relay until the session ends; return how it ended."""

@@ -44,11 +44,13 @@ class Tap:
 
     :param trace: the open ``--trace`` file, or None.
     :param log_messages: log one line per message at DEBUG (``-vv``).
+    :param label: starts each such line, e.g. the bridge client's address.
     """
 
-    def __init__(self, trace: BinaryIO | None = None, log_messages: bool = False) -> None:
+    def __init__(self, trace: BinaryIO | None = None, log_messages: bool = False, label: str = "") -> None:
         self._trace = trace
         self._log_messages = log_messages
+        self._label = label
         self.active = trace is not None or log_messages
 
     @classmethod
@@ -73,7 +75,7 @@ class Tap:
         except ValueError:
             message = text
         if self._log_messages:
-            log.debug("%s %d bytes: %s", direction, size, describe(message))
+            log.debug("%s%s %d bytes: %s", self._label, direction, size, describe(message))
         if self._trace is not None:
             self._write({"t": time.time(), "dir": direction, "bytes": size, "msg": message})
 
