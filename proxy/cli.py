@@ -13,6 +13,7 @@ import trio
 from . import __version__
 from .errors import EXIT_STATUSES, ProxyError
 from .options import MiB, ProxyOptions
+from .reconnect_cli import check_reconnect, reconnect_options
 from .runner import run_proxy
 from .target import Target, UnixTarget, remote_target, socket_path
 
@@ -70,16 +71,6 @@ def _check_combinations(
         for given, name in ((token_env, "--remote-auth-token-env"), (cacert, "--cacert")):
             if given is not None:
                 raise click.UsageError(f"{name} needs --remote")
-
-
-def _check_reconnect(reconnect: bool, raw: bool, notify: bool, context: click.Context) -> None:
-    if reconnect and raw:
-        raise click.UsageError("--reconnect cannot be combined with --raw (raw mode does not read the messages)")
-    if not reconnect:
-        timeout_given = context.get_parameter_source("reconnect_timeout") is not click.core.ParameterSource.DEFAULT
-        for given, name in ((notify, "--notify-reconnect"), (timeout_given, "--reconnect-timeout")):
-            if given:
-                raise click.UsageError(f"{name} needs --reconnect")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=GROUP_EPILOG)
@@ -215,25 +206,7 @@ def main() -> None:
     help="Append a JSON record per message and connection event to FILE (never tokens).",
 )
 @click.option("--strict", is_flag=True, help="Stop at the first stdin line that is not valid UTF-8 JSON.")
-@click.option(
-    "--reconnect",
-    is_flag=True,
-    help="When the connection to the app-server is lost, reconnect and restore the session (initialize, "
-    "thread/resume) instead of exiting 1.",
-)
-@click.option(
-    "--reconnect-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=60.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="With --reconnect, how long reconnecting and restoring the session may take before giving up.",
-)
-@click.option(
-    "--notify-reconnect",
-    is_flag=True,
-    help="With --reconnect, tell the client with proxy/reconnecting and proxy/reconnected notifications.",
-)
+@reconnect_options
 @click.option("-v", "--verbose", count=True, help="Say more on stderr: -v connection events, -vv each message.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 def proxy(
@@ -270,7 +243,9 @@ def proxy(
     """
     _setup_logging(verbose, quiet)
     _check_combinations(sock, remote, remote_auth_token_env, cacert, raw, start)
-    _check_reconnect(reconnect, raw, notify_reconnect, click.get_current_context())
+    check_reconnect(reconnect, notify_reconnect)
+    if reconnect and raw:
+        raise click.UsageError("--reconnect cannot be combined with --raw (raw mode does not read the messages)")
     try:
         target: Target = (
             remote_target(remote, remote_auth_token_env, os.environ, cacert)

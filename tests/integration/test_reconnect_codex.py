@@ -10,6 +10,8 @@
   ``interrupted``), and the new server numbers its requests from 0 again. Through the same proxy process the
   client's answer to the lost approval is never given to the new server's request 0, and its next ``turn/start``
   on the same thread works, approval included.
+- **serve --reconnect**: the same kill and restart under a bridge client (``websockets``): its WebSocket stays
+  open and its session goes on.
 - **--remote**: Codex's own ``ws://`` listener behind a capability token, killed and restarted on the same port:
   the proxy reconnects with the same token and the client's next request is answered.
 """
@@ -24,11 +26,13 @@ from pathlib import Path
 
 import pytest
 import trio
+from websockets.sync.client import ClientConnection, connect
 
 from proxy.continuity import NOT_RESTORED, REPLAY_ID_PREFIX
 
+from .bridge_process import running_bridge
 from .codex_server import STARTUP_TIMEOUT, CodexServer, start_codex_server
-from .jsonrpc import INITIALIZED, JsonObject, initialize, line, request
+from .jsonrpc import INITIALIZED, JsonObject, initialize, initialize_message, line, request
 from .mock_responses import FunctionCall, Message, MockResponses
 from .proxy_process import ProxyProcess, finish, finished, running_proxy
 from .remote_peers import WsCodexServer, running_ws_codex_server
@@ -367,3 +371,74 @@ async def test_remote_reconnect_sends_the_token_again_after_a_restart(codex_bin:
     assert result.status == 0, result.stderr_text
     assert token not in result.stderr_text
     no_replay_ids(first + after)
+
+
+# -- serve --reconnect: a bridge client's WebSocket outlives the app-server ------------------------------------
+
+
+class BridgeClient:
+    """A ``websockets`` client of the bridge, reading JSON messages."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.seen: list[JsonObject] = []
+
+    def send(self, message: JsonObject) -> None:
+        self.ws.send(json.dumps(message))
+
+    def until(self, done: Callable[[JsonObject], bool]) -> list[JsonObject]:
+        messages: list[JsonObject] = []
+        while True:
+            message = json.loads(self.ws.recv(timeout=TIMEOUT))
+            assert isinstance(message, dict)
+            messages.append(message)
+            self.seen.append(message)
+            if done(message):
+                return messages
+
+    def call(self, request_id: int, method: str, params: JsonObject) -> JsonObject:
+        self.send({"method": method, "id": request_id, "params": params})
+        return response_to(self.until(lambda m: m.get("id") == request_id and "method" not in m), request_id)
+
+    def turn_until_approval(self, request_id: int, thread_id: str, prompt: str) -> list[JsonObject]:
+        self.send(json.loads(turn_start(request_id, thread_id, prompt)))
+        return self.until(method_is("item/commandExecution/requestApproval"))
+
+
+def test_serve_reconnect_keeps_the_bridge_clients_websocket_open_through_a_restart(
+    restartable: Restartable,
+    mock_model: MockResponses,  # noqa: F811
+    workdir: Path,  # noqa: F811
+) -> None:
+    mock_model.script(HELLO_PROMPT, HELLO)
+    mock_model.script(RUN_PROMPT, RUN_CALL, RUN_DONE)
+    mock_model.script(AGAIN_PROMPT, AGAIN_CALL, AGAIN_DONE)
+    socket_path = str(restartable.server.socket_path)
+
+    with (
+        running_bridge(["--sock", socket_path, "--reconnect", "--notify-reconnect"]) as bridge,
+        connect(bridge.ws_url(), open_timeout=30, max_size=None) as ws,
+    ):
+        client = BridgeClient(ws)
+        client.call(1, "initialize", initialize_message(1)["params"])
+        client.send({"method": "initialized"})
+        thread_id = client.call(2, "thread/start", {"cwd": str(workdir), "approvalPolicy": "untrusted"})["thread"]["id"]
+        client.send(json.loads(turn_start(3, thread_id, HELLO_PROMPT)))
+        client.until(lambda m: m.get("method") == "turn/completed")
+        lost = client.turn_until_approval(4, thread_id, RUN_PROMPT)[-1]
+
+        restartable.kill_and_restart()
+        after = client.until(method_is("proxy/reconnected"))
+        assert after[-1]["params"]["resumedThreads"] == [thread_id]
+
+        client.send({"id": lost["id"], "result": {"decision": "decline"}})  # the killed turn's: never sent
+        again = client.turn_until_approval(5, thread_id, AGAIN_PROMPT)[-1]
+        assert again["id"] == 0 and again["params"]["turnId"] != lost["params"]["turnId"]
+        client.send({"id": again["id"], "result": {"decision": "accept"}})
+        rest = client.until(lambda m: m.get("method") == "turn/completed")
+        assert ran_command(rest)
+        assert completed_turns(rest, thread_id)[0]["status"] == "completed"
+        no_replay_ids(client.seen)
+        assert [m for m in client.seen if is_server_request(m)] == [lost, again]
+        ws.close()
+        assert bridge.count_lines(r"reconnected to .*; the session is restored \(1 thread resumed\)") == 1
