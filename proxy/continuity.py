@@ -33,13 +33,12 @@ returned :class:`Step` says; it only reconnects (:func:`reconnect_delay` paces t
 from __future__ import annotations
 
 import enum
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .inflight import InFlight, compact, parse_object
 from .pending import Deliver, Forward, ServerRequests, with_id
-from .session import IdKey, id_key
 
 #: JSON-RPC error code of the response a request gets when the connection was lost before its response came
 #: (in the range JSON-RPC 2.0 §5.1 leaves to implementations; Codex uses -32001 and the reserved codes).
@@ -95,27 +94,6 @@ class Step:
     restored: bool = False
 
 
-@dataclass
-class _InFlight:
-    raw_id: object
-    method: str
-    order: int
-    thread_id: object = None  # params.threadId, for FORGET_METHODS
-    initialize: dict[str, object] | None = None  # the request itself, for an initialize
-
-
-def _parse(text: str) -> dict[str, object] | None:
-    try:
-        message = json.loads(text)
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
-
-
-def _compact(message: dict[str, object]) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-
-
 def _error_text(message: dict[str, object]) -> str:
     error = message.get("error")
     if isinstance(error, dict):
@@ -149,8 +127,7 @@ class Continuity:
         #: Counts connections: 0 for the first, then one more for each reconnect.
         self.generation = 0
         self._requests = ServerRequests()
-        self._in_flight: dict[IdKey, list[_InFlight]] = {}
-        self._order = 0
+        self._in_flight = InFlight()
         self._initialize: dict[str, object] | None = None  # once answered with a result
         self._initialized: str | None = None
         self._threads: dict[str, None] = {}  # an ordered set
@@ -176,7 +153,7 @@ class Continuity:
     @property
     def in_flight(self) -> int:
         """Client requests sent on the current connection and not answered yet."""
-        return sum(len(queue) for queue in self._in_flight.values())
+        return len(self._in_flight)
 
     @property
     def holding(self) -> bool:
@@ -194,20 +171,13 @@ class Continuity:
         return Step(to_server=self._outgoing(text))
 
     def _outgoing(self, text: str) -> list[str]:
-        message = _parse(text)
+        message = parse_object(text)
         if message is None:
             return [text]
         method = message.get("method")
         if isinstance(method, str):
             if "id" in message:
-                key = id_key(message["id"])
-                if key is not None:
-                    params = message.get("params")
-                    thread_id = params.get("threadId") if isinstance(params, dict) else None
-                    self._order += 1
-                    initialize = message if method == "initialize" else None
-                    entry = _InFlight(message["id"], method, self._order, thread_id, initialize)
-                    self._in_flight.setdefault(key, []).append(entry)
+                self._in_flight.sent(message, method)
             elif method == "initialized":
                 self._initialized = text
             return [text]
@@ -223,7 +193,7 @@ class Continuity:
         requests the client has seen)."""
         if '"id"' not in text and "\\u" not in text and "serverRequest/resolved" not in text:
             return Step(to_client=[text])  # a notification with nothing to note: skip the parse on the hot path
-        message = _parse(text)
+        message = parse_object(text)
         if message is None:
             return Step(to_client=[text])
         method = message.get("method")
@@ -245,15 +215,9 @@ class Continuity:
         return Step(to_client=[text])
 
     def _answered(self, raw_id: object, message: dict[str, object]) -> None:
-        key = id_key(raw_id)
-        if key is None or key not in self._in_flight:
-            return
-        queue = self._in_flight[key]
-        entry = queue.pop(0)
-        if not queue:
-            del self._in_flight[key]
+        entry = self._in_flight.answered(raw_id)
         result = message.get("result")
-        if not isinstance(result, dict):
+        if entry is None or not isinstance(result, dict):
             return
         if entry.initialize is not None:
             self._initialize = entry.initialize
@@ -274,8 +238,7 @@ class Continuity:
         ``notify``, a ``proxy/reconnecting`` notification comes first: ``{"reason", "timeoutMs",
         "unansweredRequests"}`` (the number of those errors).
         """
-        entries = sorted((entry for queue in self._in_flight.values() for entry in queue), key=lambda e: e.order)
-        self._in_flight.clear()
+        entries = self._in_flight.take_all()
         self._replay_ids.clear()
         self._retrying.clear()
         step = Step()
@@ -286,11 +249,11 @@ class Continuity:
             self._retries = 0
             if self._notify:
                 params = {"reason": reason, "timeoutMs": round(timeout * 1000), "unansweredRequests": len(entries)}
-                step.to_client.append(_compact({"method": "proxy/reconnecting", "params": params}))
+                step.to_client.append(compact({"method": "proxy/reconnecting", "params": params}))
         self.phase = Phase.DISCONNECTED
         for entry in entries:
             error = {"code": CONNECTION_LOST, "message": CONNECTION_LOST_MESSAGE, "data": {"method": entry.method}}
-            step.to_client.append(_compact({"id": entry.raw_id, "error": error}))
+            step.to_client.append(compact({"id": entry.raw_id, "error": error}))
         return step
 
     def connected(self, attempts: int) -> Step:
@@ -312,7 +275,7 @@ class Continuity:
 
     def _resume(self, thread_id: str) -> str:
         params = {"threadId": thread_id, "excludeTurns": True}
-        return _compact({"method": "thread/resume", "id": self._replay_id(thread_id), "params": params})
+        return compact({"method": "thread/resume", "id": self._replay_id(thread_id), "params": params})
 
     def _replay_response(self, replay_id: str, message: dict[str, object]) -> Step:
         thread_id = self._replay_ids.pop(replay_id)
@@ -358,7 +321,7 @@ class Continuity:
                 "droppedThreads": list(self._dropped),
                 "notRestored": list(NOT_RESTORED),
             }
-            step.to_client.append(_compact({"method": "proxy/reconnected", "params": params}))
+            step.to_client.append(compact({"method": "proxy/reconnected", "params": params}))
         held, self._held = self._held, []
         self.held_bytes = 0
         for text in held:
@@ -378,5 +341,5 @@ class Continuity:
                 "attempts": attempts,
                 "durationMs": round((self._clock() - self._lost_at) * 1000),
             }
-            step.to_client.append(_compact({"method": "proxy/reconnectFailed", "params": params}))
+            step.to_client.append(compact({"method": "proxy/reconnectFailed", "params": params}))
         return step
