@@ -5,23 +5,32 @@ and ``initialized`` and calls ``thread/resume`` gets the rest of the live turn, 
 with the same id. The client (the proxy as a subprocess, its stdio) must see one session: the request in flight at
 the drop answered with the documented error, the approval once, its answer delivered, the rest of the turn, the
 messages it wrote meanwhile sent after the replay and in order, and never a reply to the proxy's own requests.
+Also: which endings are reconnected, the "is closing" retry, a refused replay, the hold bound, a reconnect that
+never succeeds (``proxy`` exits 1; ``serve`` closes that client with 1012).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from proxy.continuity import CONNECTION_LOST, CONNECTION_LOST_MESSAGE, HOLD_LIMIT_BYTES, NOT_RESTORED, REPLAY_ID_PREFIX
 
+from .bridge_process import running_bridge
 from .jsonrpc import initialize_message
 from .proxy_process import Finished, ProxyProcess, finish, finished, running_proxy
 from .scripted_server import ScriptedConnection, ScriptedServer, open_scripted_server
 from .test_scripted_server import GUARD, compact, jsonl, sock_args, stderr_lines
+from .test_serve import close_after_first
+from .websockets_peer import PeerPool
 
 JsonObject = dict[str, Any]
 
@@ -476,3 +485,38 @@ async def test_held_lines_are_bounded_and_all_sent_in_order(tmp_path: Path) -> N
 
     assert finished(proxy, ended).status == 0
     assert received == list(range(count))
+
+
+# -- serve --reconnect ------------------------------------------------------------------------------------------
+
+
+def test_serve_closes_a_client_with_1012_when_reconnecting_fails() -> None:
+    """The daemon goes away for good: after --reconnect-timeout the bridge closes that client with 1012, as
+    without --reconnect, having told it with proxy/reconnecting and proxy/reconnectFailed."""
+    pool = PeerPool()
+    try:
+        peer = pool.start(close_after_first)
+        args = ["--sock", peer.path, "--reconnect", "--reconnect-timeout", "1", "--notify-reconnect"]
+        with (
+            running_bridge(args) as bridge,
+            connect(bridge.ws_url(), open_timeout=30, close_timeout=10) as ws,
+        ):
+            ws.send(compact(INITIALIZE))
+            assert json.loads(ws.recv(timeout=GUARD)) == {"method": "last words"}
+            os.unlink(peer.path)  # nothing listens there any more
+            notes: list[JsonObject] = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    notes.append(json.loads(ws.recv(timeout=GUARD)))
+            close = ws.protocol.close_rcvd
+            assert close is not None
+            assert (close.code, close.reason) == (1012, "the app-server connection was lost")
+            bridge.wait_for_line(r"gave up reconnecting after \d+ attempts in 1 s: no app-server is listening")
+    finally:
+        pool.close()
+
+    reconnecting, lost, failed = notes
+    assert reconnecting["method"] == "proxy/reconnecting"
+    assert lost["id"] == 1 and lost["error"]["code"] == CONNECTION_LOST  # the initialize had no answer
+    assert failed["method"] == "proxy/reconnectFailed"
+    assert failed["params"]["durationMs"] >= 1000
