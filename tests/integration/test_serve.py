@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shlex
 import signal
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from .bridge_process import (
     running_bridge,
     wait_until,
 )
+from .proxy_process import proxy_argv, proxy_env
 from .websockets_peer import MAX_UNFRAGMENTED_HEADER, PeerLog, PeerPool, echo
 
 TOKEN = secrets.token_urlsafe(32)
@@ -493,3 +496,53 @@ def test_remote_and_sock_cannot_be_combined() -> None:
     status, stderr = run_bridge_cli(["--remote", "ws://127.0.0.1:1", "--sock", "/x"])
     assert status == 2
     assert "--remote cannot be combined with --sock" in stderr
+
+
+# -- the README's recipes, as written ------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_blocks(heading: str) -> list[str]:
+    """The ```sh blocks of the README section under *heading*, in order."""
+    section = README.read_text().split(heading + "\n", 1)[1].split("\n#", 1)[0]
+    return [block.split("\n```", 1)[0] for block in section.split("```sh\n")[1:]]
+
+
+def test_the_readme_phone_recipe_runs_as_written(peers: PeerPool, tmp_path: Path, token_file: Path) -> None:
+    make_certificate, start_bridge = readme_blocks("### A phone on the LAN, over TLS")
+    assert "IP=192.168.1.20" in make_certificate
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", make_certificate.replace("IP=192.168.1.20", "IP=127.0.0.1")],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    argv = shlex.split(start_bridge.replace("\\\n", " "))
+    assert argv[:2] == ["codex-appserver", "serve"]
+    argv = [
+        str(token_file) if arg == "~/.codex/bridge.token" else "0.0.0.0:0" if arg == "0.0.0.0:9100" else arg
+        for arg in argv[2:]
+    ]
+    argv = [str(tmp_path / arg) if arg.endswith((".pem", ".key")) else arg for arg in argv]
+    peer = peers.start(echo)
+    with running_bridge([*argv, "--sock", peer.path]) as bridge:
+        assert bridge.url == f"wss://0.0.0.0:{bridge.port}/ws"
+        request = b'{"method":"initialize","id":1,"params":{"clientInfo":{"name":"phone","version":"1"}}}\n'
+        done = subprocess.run(
+            proxy_argv(
+                "--remote",
+                f"wss://127.0.0.1:{bridge.port}/ws",
+                "--cacert",
+                str(tmp_path / "ca.pem"),
+                "--remote-auth-token-env",
+                "CODEX_BRIDGE_TOKEN",
+            ),
+            input=request,
+            capture_output=True,
+            env=proxy_env({"CODEX_BRIDGE_TOKEN": TOKEN}),
+            timeout=60,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (0, b'{"id":1,"result":{}}\n'), done.stderr
