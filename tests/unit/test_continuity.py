@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.continuity import (
@@ -419,12 +419,14 @@ EVENTS = st.lists(
 class Model:
     """A client and an app-server around one :class:`Continuity`.
 
-    The server answers the replay at once and, like Codex after ``thread/resume``, re-sends its pending requests
-    (same id, same params) on each new connection once the replay is over.
+    The server answers the replay at once (a ``thread/resume`` "is closing" as long as *closing* says so, the
+    retry following at once) and, like Codex after ``thread/resume``, re-sends its pending requests (same id, same
+    params) on each new connection once the replay is over.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, closing: list[bool] | None = None) -> None:
         self.c = Continuity(Clock(), notify=True, rng=random.Random(0))
+        self.closing = list(closing or [])
         self.connected = True
         self.server_in_flight: list[JsonObject] = []  # the client's requests the server has, on this connection
         self.sent_requests: list[str] = []  # every client request that reached a server, as text
@@ -434,6 +436,9 @@ class Model:
         self.client_answered: set[object] = set()
         self.inbox: list[JsonObject] = []  # client answers on their way to the server
         self.number = 0
+        self.client_texts: set[str] = set()  # every request the client wrote
+        self.event("request", "init", "initialize")  # an initialized session: a reconnect replays it
+        self.event("answer", 0, False)
 
     def run(self, step: Step) -> None:
         assert step.failed is None
@@ -443,13 +448,15 @@ class Model:
                     assert message not in self.seen, f"a server request reached the client twice: {message}"
                     self.seen.append(message)
                 continue
-            assert not message.get("result", {}).get("replay"), "a replay response reached the client"
+            assert not message.get("replay") and not message.get("result", {}).get("replay"), "a replay response"
             key = id_key(message["id"])
             assert key is not None and self.owed[key] > 0, f"a response nobody waits for: {message}"
             self.owed[key] -= 1
         for message_text in step.to_server + step.held:
             assert self.connected
             self.server_receives(message_text)
+        if step.retry_after is not None:
+            self.run(self.c.retry_resumes())
         if step.restored:
             for request in list(self.pending.values()):
                 self.run(receive(self.c, request))
@@ -461,7 +468,14 @@ class Model:
             return
         if "id" not in message:
             return
-        if isinstance(message["id"], str) and message["id"].startswith(REPLAY_ID_PREFIX) and "seq" not in message:
+        if message_text not in self.client_texts:  # the proxy's own: the replay
+            if message["method"] == "thread/resume" and self.closing and self.closing.pop(0):
+                error = {
+                    "code": -32600,
+                    "message": "thread T is closing; retry thread/resume after the thread is closed",
+                }
+                self.run(self.c.server_message(text({"id": message["id"], "error": error, "replay": True})))
+                return
             result = {"replay": True, "thread": {"id": message.get("params", {}).get("threadId")}}
             self.run(self.c.server_message(text({"id": message["id"], "result": result})))
             return
@@ -473,7 +487,9 @@ class Model:
         if kind == "request":
             self.number += 1
             self.owed[id_key(value)] += 1  # type: ignore[index]
-            self.run(send(self.c, {"method": extra, "id": value, "seq": self.number, "params": {}}))
+            message = {"method": extra, "id": value, "seq": self.number, "params": {}}
+            self.client_texts.add(text(message))
+            self.run(send(self.c, message))
         elif kind == "answer" and self.connected and self.server_in_flight:
             request = self.server_in_flight.pop(value % len(self.server_in_flight))
             result: JsonObject = {"thread": {"id": f"T{request['seq']}"}} if extra else {}
@@ -505,12 +521,24 @@ class Model:
         self.run(self.c.connected(1))
 
 
-@given(EVENTS)
+@given(EVENTS, st.lists(st.booleans(), max_size=8))
+@example(  # a thread, a server request seen and answered, a drop, a closing thread: every path at once
+    [
+        ("request", 1, "thread/start"),
+        ("answer", 0, True),
+        ("server_request", 0, False),
+        ("client_answer", 0, True),
+        ("lose", 0, False),
+        ("request", 2, "turn/start"),
+        ("connect", 0, False),
+    ],
+    [True, True],
+)
 @settings(max_examples=300, deadline=None)
 def test_requests_answered_once_sent_at_most_once_server_requests_delivered_once(
-    events: list[tuple[str, Any, Any]],
+    events: list[tuple[str, Any, Any]], closing: list[bool]
 ) -> None:
-    model = Model()
+    model = Model(closing)
     for kind, value, extra in events:
         model.event(kind, value, extra)
     # The end: reconnect if need be, the server answers everything it has, the client every request it saw.
