@@ -17,15 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from proxy.continuity import CONNECTION_LOST, CONNECTION_LOST_MESSAGE, HOLD_LIMIT_BYTES, NOT_RESTORED, REPLAY_ID_PREFIX
 
-from .bridge_process import running_bridge
+from .bridge_process import run_bridge_cli, running_bridge
 from .jsonrpc import initialize_message
-from .proxy_process import Finished, ProxyProcess, finish, finished, running_proxy
+from .proxy_process import Finished, ProxyProcess, finish, finished, run_proxy_cli, running_proxy
 from .scripted_server import ScriptedConnection, ScriptedServer, open_scripted_server
 from .test_scripted_server import GUARD, compact, jsonl, sock_args, stderr_lines
 from .test_serve import close_after_first
@@ -528,3 +529,25 @@ def test_serve_closes_a_client_with_1012_when_reconnecting_fails() -> None:
     assert lost["id"] == 1 and lost["error"]["code"] == CONNECTION_LOST  # the initialize had no answer
     assert failed["method"] == "proxy/reconnectFailed"
     assert failed["params"]["durationMs"] >= 1000
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--notify-reconnect"], "--notify-reconnect needs --reconnect"),
+        (["--reconnect-timeout", "5"], "--reconnect-timeout needs --reconnect"),
+        (["--reconnect", "--raw"], "--reconnect cannot be combined with --raw"),
+        (["--reconnect", "--reconnect-timeout", "0"], "Invalid value for '--reconnect-timeout'"),
+    ],
+)
+async def test_reconnect_usage_errors_exit_2(tmp_path: Path, args: list[str], error: str) -> None:
+    done = await run_proxy_cli(["--sock", str(tmp_path / "none.sock"), *args])
+    assert done.status == 2
+    assert error in done.stderr_text
+    assert done.stdout == b""
+
+
+def test_serve_reconnect_usage_error_exits_2() -> None:
+    status, stderr = run_bridge_cli(["--notify-reconnect"])
+    assert status == 2
+    assert "--notify-reconnect needs --reconnect" in stderr
