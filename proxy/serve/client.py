@@ -186,13 +186,18 @@ class WebSocketEndpoint:
     # -- relay -> client -------------------------------------------------------------------------------
 
     def deliver(self, texts: list[str]) -> None:
-        """Queue *texts* as frames for the client; past ``queue_bytes``, close it as a slow consumer."""
+        """Queue *texts* as frames for the client; past ``queue_bytes``, close it as a slow consumer.
+
+        The bound applies to what accumulates: a batch that does not fit is refused only when something already
+        waits, so one message larger than ``queue_bytes`` reaches a client that keeps up.
+        """
         if self._ws.state is not ConnectionState.OPEN or not self._forwarding:
             return
         send = self._ws.send
         data = b"".join([send(TextMessage(data=text)) for text in texts])
-        if self._queued + self._in_flight + len(data) > self._limit:
-            self._slow_consumer(self._queued + self._in_flight + len(data))
+        waiting = self._queued + self._in_flight
+        if waiting and waiting + len(data) > self._limit:  # one message larger than the bound still goes out alone
+            self._slow_consumer(waiting + len(data))
             return
         self.to_client += len(texts)
         self._put(data)

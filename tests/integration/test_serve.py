@@ -564,3 +564,12 @@ def test_a_local_bridge_in_front_of_a_remote_one(peers: PeerPool, token_file: Pa
         remote.wait_for_line(r": GET /ws -> 101, open")
     (headers,) = [json.loads(event) for event in peer.log.events]
     assert "authorization" not in headers
+
+
+def test_one_message_larger_than_the_client_queue_still_reaches_a_client_that_keeps_up(peers: PeerPool) -> None:
+    peer = peers.start(echo, max_size=None)
+    big = json.dumps({"method": "big", "params": {"pad": "p" * 100_000}})
+    with running_bridge(["--sock", peer.path, "--client-queue-bytes", "10000"]) as bridge, client(bridge) as ws:
+        for _ in range(3):
+            ws.send(big)
+            assert ws.recv(timeout=30) == big
