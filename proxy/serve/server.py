@@ -245,7 +245,8 @@ class Bridge:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             access.info("%s: left before the 101", peer)
             return
-        access.info("%s: GET %s -> 101, open (%d clients)", peer, printable(request.path), self._clients)
+        clients = f"{self._clients} client{'' if self._clients == 1 else 's'}"
+        access.info("%s: GET %s -> 101, open (%s connected)", peer, printable(request.path), clients)
         endpoint = WebSocketEndpoint(
             stream,
             handshake.trailing_data,
@@ -275,11 +276,11 @@ class Bridge:
         finally:
             self._relays.discard(relay)
         access.info(
-            "%s: closed %d after %.1f s, %d messages from the client, %d to it",
+            "%s: closed %d after %.1f s, %s from the client, %d to it",
             peer,
             endpoint.close_code,
             trio.current_time() - started,
-            endpoint.from_client,
+            f"{endpoint.from_client} message{'' if endpoint.from_client == 1 else 's'}",
             endpoint.to_client,
         )
 

@@ -373,7 +373,7 @@ def test_a_client_that_leaves_gets_its_upstream_closed_with_1001_and_nothing_els
         assert peer.log.close_codes == [1001]
         staying.send('{"method":"still here"}')
         assert staying.recv(timeout=30) == '{"method":"still here"}'
-        bridge.wait_for_line(r": closed 1000 after [\d.]+ s, 1 messages from the client, 1 to it$")
+        bridge.wait_for_line(r": closed 1000 after [\d.]+ s, 1 message from the client, 1 to it$")
 
 
 async def close_after_first(connection: ServerConnection, log: PeerLog) -> None:
