@@ -27,7 +27,7 @@ from ..handshake import HandshakeResponse
 from ..relay import Relay
 from ..trace import Tap
 from ..upstream import GOING_AWAY
-from .client import WebSocketEndpoint
+from .client import SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
 from .http import BadRequest, ServerHandshake
 from .listen import close_stream, open_listener, peer_name, printable, send_quietly
 from .options import ServeOptions
@@ -56,7 +56,7 @@ class Bridge:
         self._gate = Gate(options.token, options.allowed_origins, options.max_clients)
         self._clients = 0
         self._pending = 0
-        self._relays: set[Relay] = set()
+        self._relays: dict[Relay, WebSocketEndpoint] = {}
         self._handshakes: set[trio.CancelScope] = set()
         self._accepting = trio.CancelScope()
         self._stopping = False
@@ -94,7 +94,8 @@ class Bridge:
         self._accepting.cancel()
         for scope in self._handshakes:
             scope.cancel()
-        for relay in self._relays:
+        for relay, endpoint in self._relays.items():
+            endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
             relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
 
     # -- one connection --------------------------------------------------------------------------------
@@ -268,13 +269,14 @@ class Bridge:
             tap=Tap(None, log.isEnabledFor(logging.DEBUG), f"{peer}: "),
             announce=lambda ending: log.warning("%s: %s", peer, ending.message) if ending.message else None,
         )
-        self._relays.add(relay)
+        self._relays[relay] = endpoint
         if self._stopping:
+            endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
             relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
         try:
             await relay.run()
         finally:
-            self._relays.discard(relay)
+            del self._relays[relay]
         access.info(
             "%s: closed %d after %.1f s, %s from the client, %d to it",
             peer,
