@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,19 @@ from .target import Target, UnixTarget, remote_target, socket_path
 
 PROG = "codex-appserver"
 log = logging.getLogger("codex_appserver")
+
+
+class FiniteFloat(click.FloatRange):
+    """A :class:`click.FloatRange` that refuses ``nan`` and ``inf``, which Python's float() accepts (issue 9 #4):
+    a timeout of ``nan`` never fires and trio refuses it with a traceback."""
+
+    name = "float"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number: float = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return number
 
 
 def _exit_status_help() -> str:
@@ -108,7 +122,7 @@ def main() -> None:
 )
 @click.option(
     "--drain-timeout",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=None,
     metavar="SECONDS",
     help="After stdin EOF, how long to wait for the responses still owed (and an --until notification).  "
@@ -116,7 +130,7 @@ def main() -> None:
 )
 @click.option(
     "--connect-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=10.0,
     show_default=True,
     metavar="SECONDS",
@@ -140,7 +154,7 @@ def main() -> None:
 )
 @click.option(
     "--ping-interval",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -148,7 +162,7 @@ def main() -> None:
 )
 @click.option(
     "--ping-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=20.0,
     show_default=True,
     metavar="SECONDS",
@@ -173,7 +187,7 @@ def main() -> None:
 @click.option("--no-overload-retry", is_flag=True, help="Pass -32001 errors on at once (same as --overload-retries 0).")
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=None,
     metavar="SECONDS",
     help="While nothing listens on the socket, keep trying this long (backoff 50 ms doubling to 1 s).  "
