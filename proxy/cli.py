@@ -7,15 +7,18 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import trio
 
 from . import __version__
 from .errors import EXIT_STATUSES, ProxyError
+from .logs import setup_logging
 from .options import MiB, ProxyOptions
+from .redact import SECRETS
 from .runner import run_proxy
-from .target import Target, UnixTarget, remote_target, socket_path
+from .target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
 
 PROG = "codex-appserver"
 log = logging.getLogger("codex_appserver")
@@ -27,7 +30,7 @@ class FiniteFloat(click.FloatRange):
 
     name = "float"
 
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         number: float = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
@@ -60,17 +63,6 @@ Examples:
 
 See 'man codex-appserver-proxy' for the full reference.
 """
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    log.handlers[:] = [handler]
-    log.propagate = False
-    if quiet:
-        log.setLevel(logging.ERROR)
-    else:
-        log.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
 
 
 def _check_combinations(
@@ -250,7 +242,7 @@ def proxy(
     Each stdin line is sent as one text message; each message from the app-server is written to stdout as one
     line. At stdin EOF the proxy waits for the responses to the requests it sent, then closes.
     """
-    _setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet)
     _check_combinations(sock, remote, remote_auth_token_env, cacert, raw, start)
     try:
         target: Target = (
@@ -261,6 +253,8 @@ def proxy(
     except ProxyError as exc:
         log.error("%s", exc.message)
         sys.exit(exc.status)
+    if isinstance(target, RemoteTarget) and target.token:
+        SECRETS.add(target.token)  # redacted from every log line and trace record from here on (issue 9 #18)
     options = ProxyOptions(
         target=target,
         raw=raw,

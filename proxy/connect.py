@@ -22,7 +22,7 @@ from .errors import (
     UsageError,
     reason_of,
 )
-from .handshake import ClientHandshake, HandshakeResponse
+from .handshake import REFUSAL_BODY_WAIT, ClientHandshake, HandshakeResponse
 from .target import MAX_UNIX_PATH_BYTES, RemoteTarget, Target, UnixTarget, connect_path
 
 START_HINT = "start one with 'codex app-server --listen unix://' or 'codex app-server daemon start'"
@@ -81,7 +81,16 @@ async def handshake(stream: trio.abc.Stream, request: ClientHandshake, where: st
     """
     try:
         await stream.send_all(request.request_bytes())
+        body_deadline: float | None = None
         while True:
+            if request.refusal_pending:
+                # The status line decided; the body only adds detail, so it gets a short while (issue 9 #17).
+                if body_deadline is None:
+                    body_deadline = trio.current_time() + REFUSAL_BODY_WAIT
+                with trio.move_on_at(body_deadline):
+                    request.receive_data(bytes(await stream.receive_some(RECEIVE_BYTES)))
+                    continue
+                request.refuse()
             data = await stream.receive_some(RECEIVE_BYTES)
             response = request.receive_data(bytes(data))
             if response is not None:

@@ -6,8 +6,10 @@ A trace record is one JSON object per line, appended to the file:
   (``"out"`` is stdin -> app-server; text that is not JSON is recorded as a string);
 - an event: ``{"t": ..., "event": "connect"|"handshake"|"close"|"eof", ...}`` with its details.
 
-Tokens and ``Authorization`` headers are never recorded: events carry only what :class:`Tap` is given, and
-the handshake event records the response headers, never the request's.
+Tokens and ``Authorization`` headers are never recorded: events carry only what :class:`Tap` is given, the
+handshake event records the response headers, never the request's, and every record passes through
+:data:`proxy.redact.SECRETS` before it is written, so a token the server echoes (in a 101 header or a message)
+is replaced too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from typing import BinaryIO
 
 from .errors import LocalIOError
+from .redact import SECRETS
 
 log = logging.getLogger("codex_appserver")
 
@@ -97,7 +100,8 @@ class Tap:
 
     def _write(self, record: dict[str, object]) -> None:
         assert self._trace is not None
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        text = SECRETS(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        line = text.encode("utf-8", "surrogatepass")
         try:
             self._trace.write(line + b"\n")
         except OSError as exc:
