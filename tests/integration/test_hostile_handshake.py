@@ -184,3 +184,30 @@ def test_generated_refusals_end_in_their_status_without_the_token(
     assert result.status == (77 if status in (401, 403) else 76), result.stderr_text
     assert_no_token(result.stderr)
     assert f"with {status} R" in one_line(result.stderr)
+
+
+# -- #8: --remote with a space, non-ASCII, control characters, port 0 ---------------------------------------
+
+
+async def test_remote_path_with_space_and_non_ascii_is_percent_encoded_on_the_wire() -> None:
+    """issue 9 #8: a space gave h11's LocalProtocolError traceback, ``é`` a UnicodeEncodeError."""
+    targets: list[bytes] = []
+
+    async def handler(conn: ScriptedConnection) -> None:
+        targets.append(conn.request.target)
+        await conn.accept()
+        assert await conn.receive_close() == 1000
+
+    with trio.fail_after(GUARD):
+        async with tcp_scripted_server(handler) as (server, url):
+            result = await run_proxy_cli(["--remote", url + "/a bé?q=x y"])
+            await server.wait_handled()
+    assert result.status == 0, result.stderr_text
+    assert targets == [b"/rpc/a%20b%C3%A9?q=x%20y"]
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:4500/a\x01b", "ws://127.0.0.1:4500/?q=\x7f", "ws://127.0.0.1:0/"])
+async def test_remote_control_character_or_port_0_is_a_usage_error(url: str) -> None:
+    result = await run_proxy_cli(["--remote", url])
+    assert result.status == 2, result.stderr_text
+    assert "--remote" in one_line(result.stderr)
