@@ -1,0 +1,239 @@
+"""A hostile environment for the CLI as a subprocess (issue 9): a full tiny disk under the spool, no temporary
+folder, a low descriptor limit, closed and shared stdio, signal storms, a FIFO as the trace file.
+
+Each test names the defect it guards. The disk tests run the proxy in a private mount namespace
+(``unshare --mount``, as root) on a 1 MiB tmpfs, and skip with the reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from .proxy_process import ROOT, Finished, ProxyProcess, finish, finished, proxy_env
+from .scripted_server import ScriptedConnection, open_scripted_server
+from .test_faults import Spam
+from .test_scripted_server import GUARD, one_line, sock_args
+
+MiB = 1024 * 1024
+UNSHARE = shutil.which("unshare")
+
+
+def proxy_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "proxy", "proxy", *args]
+
+
+def private_mounts_unavailable() -> str | None:
+    """Why a private mount namespace with a tmpfs cannot be made here, or None when it can."""
+    if UNSHARE is None:
+        return "unshare (util-linux) is not installed"
+    if os.geteuid() != 0:
+        return "not root: mounting a tmpfs in a private mount namespace needs CAP_SYS_ADMIN"
+    probe = tempfile.mkdtemp(prefix="cap-probe-")
+    try:
+        done = subprocess.run(
+            [UNSHARE, "--mount", "sh", "-c", 'mount -t tmpfs -o size=64k tmpfs "$0"', probe],
+            capture_output=True,
+            check=False,
+        )
+    finally:
+        os.rmdir(probe)
+    if done.returncode != 0:
+        return f"unshare --mount cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}"
+    return None
+
+
+def in_private_mounts(script: str, *argv: str) -> list[str]:
+    """*argv* run after the shell *script* (mounts) in a private mount namespace; "$@" in *script* is *argv*."""
+    assert UNSHARE is not None
+    return [UNSHARE, "--mount", "--propagation", "private", "sh", "-c", f'{script} && exec "$@"', "sh", *argv]
+
+
+@asynccontextmanager
+async def running(
+    argv: Sequence[str],
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    cwd: str | None = None,
+    stdin: int | None = subprocess.PIPE,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
+    pass_fds: Sequence[int] = (),
+) -> AsyncIterator[ProxyProcess]:
+    """Like :func:`.proxy_process.running_proxy` for any command line (*env*: the whole environment, default
+    :func:`.proxy_process.proxy_env`): stdin and stdout are pipes, stderr is collected; killed and reaped when
+    the block ends."""
+    process = await trio.lowlevel.open_process(
+        list(argv),
+        env=env if env is not None else proxy_env(),
+        cwd=cwd or str(ROOT),
+        preexec_fn=preexec_fn,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        pass_fds=pass_fds,
+    )
+    proxy = ProxyProcess(process)
+    try:
+        async with trio.open_nursery() as nursery:
+            if process.stderr is not None:
+                nursery.start_soon(proxy._collect_stderr)
+            try:
+                yield proxy
+            finally:
+                proxy.kill()
+                with trio.CancelScope(shield=True):
+                    await proxy.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    await pipe.aclose()
+
+
+async def push_until_closed(conn: ScriptedConnection, spam: Spam, count: int) -> list[int | None]:
+    """Accept, push *count* spam messages while taking what the proxy sends, return its close code."""
+    await conn.accept()
+    codes: list[int | None] = []
+
+    async def push() -> None:
+        try:
+            for seq in range(count):
+                await conn.send_raw(spam.frames(seq, 1))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(push)
+        codes.append(await conn.receive_close())
+        nursery.cancel_scope.cancel()
+    return codes
+
+
+def check_spam_lines(result: Finished, spam: Spam) -> int:
+    lines = result.stdout_lines  # asserts whole lines
+    for seq, line in enumerate(lines):
+        spam.check_line(line + b"\n", seq)
+    return len(lines)
+
+
+# -- #1: the spool's disk fills up part way through a write -------------------------------------------------
+
+
+async def test_full_spool_disk_ends_74_with_whole_lines(tmp_path: Path) -> None:
+    """issue 9 #1: on a 1 MiB tmpfs, 100 KB messages and a stalled reader: a write that fits only in part was
+    lost, then the proxy spun at 100% CPU and ignored SIGTERM. Now: one line, exit 74, whole lines only."""
+    reason = private_mounts_unavailable()
+    if reason:
+        pytest.skip(reason)
+    spam = Spam(100_000)
+    spool = Path(tempfile.mkdtemp(prefix="cap-spool-"))
+    codes: list[int | None] = []
+
+    async def handler(conn: ScriptedConnection) -> None:
+        codes.extend(await push_until_closed(conn, spam, 400))  # 40 MB: 8 MiB memory + 1 MiB disk overflow
+
+    try:
+        with trio.fail_after(GUARD):
+            async with open_scripted_server(tmp_path, handler) as server:
+                argv = in_private_mounts(
+                    f"mount -t tmpfs -o size=1m tmpfs {spool}",
+                    *proxy_command(*sock_args(server, "--ping-interval", "0")),
+                )
+                async with running(argv, env=proxy_env({"TMPDIR": str(spool)})) as proxy:
+                    # Nobody reads stdout until the proxy has given up on the spool (its close frame).
+                    while not codes:
+                        await trio.sleep(0.05)
+                    ended = await finish(proxy)
+                await server.wait_handled()
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    result = finished(proxy, ended)
+    assert result.status == 74, result.stderr_text
+    line = one_line(result.stderr)
+    assert f"cannot write the spool file in {spool}: No space left on device" in line, line
+    assert codes == [1001]
+    assert 0 < check_spam_lines(result, spam) < 400
+
+
+async def test_message_that_fits_the_spool_disk_only_in_part_ends_74(tmp_path: Path) -> None:
+    """issue 9 #1, the exact case: one 9 MiB message (past the 8 MiB kept in memory, so it goes to the spool
+    whole) on a 1 MiB tmpfs, then silence. pwrite() wrote 1 MiB and its short count was ignored, so the stdout
+    writer looped forever on empty reads (100% CPU, SIGTERM ignored). Now the short write is an error: exit 74."""
+    reason = private_mounts_unavailable()
+    if reason:
+        pytest.skip(reason)
+    big = Spam(9 * MiB)
+    spool = Path(tempfile.mkdtemp(prefix="cap-spool-"))
+    codes: list[int | None] = []
+
+    async def handler(conn: ScriptedConnection) -> None:
+        await conn.accept()
+        await conn.send_raw(big.frames(0, 1))
+        codes.append(await conn.receive_close())
+
+    try:
+        with trio.fail_after(GUARD):
+            async with open_scripted_server(tmp_path, handler) as server:
+                argv = in_private_mounts(
+                    f"mount -t tmpfs -o size=1m tmpfs {spool}",
+                    *proxy_command(*sock_args(server, "--ping-interval", "0")),
+                )
+                async with running(argv, env=proxy_env({"TMPDIR": str(spool)})) as proxy:
+                    ended = await finish(proxy)  # stdin stays open: only the spool failure can end this
+                await server.wait_handled()
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    result = finished(proxy, ended)
+    assert result.status == 74, result.stderr_text
+    assert "No space left on device" in one_line(result.stderr)
+    assert codes == [1001]
+    assert result.stdout == b""
+
+
+# -- #7: no usable temporary folder ------------------------------------------------------------------------
+
+
+async def test_no_usable_temp_folder_ends_74_with_whole_lines() -> None:
+    """issue 9 #7: TMPDIR unset, /tmp and /var/tmp read-only (and the working folder): a FileNotFoundError
+    traceback from the error path calling gettempdir() again, and stdout ending in half a line."""
+    reason = private_mounts_unavailable()
+    if reason:
+        pytest.skip(reason)
+    spam = Spam(100_000)
+    codes: list[int | None] = []
+    folder = Path(tempfile.mkdtemp(prefix="cap-", dir="/dev/shm"))  # outside /tmp, which is hidden below
+
+    async def handler(conn: ScriptedConnection) -> None:
+        codes.extend(await push_until_closed(conn, spam, 200))
+
+    env = {key: value for key, value in proxy_env().items() if key not in ("TMPDIR", "TEMP", "TMP")}
+    try:
+        with trio.fail_after(GUARD):
+            async with open_scripted_server(folder, handler) as server:
+                mounts = " && ".join(f"mount -t tmpfs -o ro,size=4k tmpfs {where}" for where in ("/tmp", "/var/tmp"))
+                argv = in_private_mounts(
+                    mounts + " && cd /tmp", *proxy_command(*sock_args(server, "--ping-interval", "0"))
+                )
+                async with running(argv, env=env, cwd="/") as proxy:
+                    while not codes:
+                        await trio.sleep(0.05)
+                    ended = await finish(proxy)
+                await server.wait_handled()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    result = finished(proxy, ended)
+    assert result.status == 74, result.stderr_text
+    line = one_line(result.stderr)
+    assert "cannot write the spool file in the temporary folder" in line, line
+    assert codes == [1001]
+    check_spam_lines(result, spam)
