@@ -15,8 +15,11 @@ is replaced too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import os
+import stat
 import time
 from typing import BinaryIO
 
@@ -24,6 +27,11 @@ from .errors import LocalIOError
 from .redact import SECRETS
 
 log = logging.getLogger("codex_appserver")
+
+_NOT_A_FILE = (
+    "the trace file {path} is a {kind}; --trace writes to a regular file (or a terminal), "
+    "so trace to a file and follow it with 'tail -f'"
+)
 
 
 def describe(message: object) -> str:
@@ -58,15 +66,29 @@ class Tap:
     def open(cls, path: str | None, log_messages: bool) -> Tap:
         """A tap appending to *path* (None: no trace file).
 
-        :raises LocalIOError: the file cannot be opened for appending (exit status 74).
+        The file is opened without blocking (``O_NONBLOCK``): a FIFO nobody reads would block ``open()``
+        forever, signals unanswered (issue 9 #3). Only a regular file or a character device (a terminal,
+        ``/dev/null``) is kept; a FIFO or socket is refused, since a reader that stalls would stall the relay
+        with it. Writes are blocking again once open.
+
+        :raises LocalIOError: the file cannot be opened for appending, or is a FIFO or socket (exit status 74).
         """
         if path is None:
             return cls(None, log_messages)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            trace = open(path, "ab")  # noqa: SIM115 - closed by Tap.close()
+            fd = os.open(path, flags, 0o666)
         except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a FIFO with no reader
+                raise LocalIOError(f"{_NOT_A_FILE.format(path=path, kind='FIFO (named pipe)')}") from None
             raise LocalIOError(f"cannot open the trace file {path}: {exc.strerror}; check --trace") from None
-        return cls(trace, log_messages)
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+            os.close(fd)
+            kind = "FIFO (named pipe)" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "special file"
+            raise LocalIOError(_NOT_A_FILE.format(path=path, kind=kind))
+        os.set_blocking(fd, True)  # our own open file description: nobody else sees this flag
+        return cls(os.fdopen(fd, "ab"), log_messages)
 
     def message(self, direction: str, text: str) -> None:
         """Record one message going ``"out"`` (to the app-server) or coming ``"in"``."""

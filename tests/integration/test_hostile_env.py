@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .proxy_process import ROOT, Finished, ProxyProcess, finish, finished, proxy_env
+from .proxy_process import ROOT, Finished, ProxyProcess, finish, finished, proxy_env, run_proxy_cli
 from .scripted_server import ScriptedConnection, open_scripted_server
 from .test_faults import Spam
 from .test_scripted_server import GUARD, one_line, sock_args
@@ -237,3 +237,23 @@ async def test_no_usable_temp_folder_ends_74_with_whole_lines() -> None:
     assert "cannot write the spool file in the temporary folder" in line, line
     assert codes == [1001]
     check_spam_lines(result, spam)
+
+
+# -- #3: a FIFO as the trace file ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["nobody-reads", "a-reader"])
+async def test_fifo_trace_file_is_refused_without_blocking(tmp_path: Path, reader: bool) -> None:
+    """issue 9 #3: ``--trace FIFO`` with nobody reading blocked in open(), SIGTERM ignored. A FIFO (read or
+    not) is refused at once: a stalled reader would stall the relay."""
+    fifo = tmp_path / "trace.fifo"
+    os.mkfifo(fifo)
+    reader_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK) if reader else None
+    try:
+        with trio.fail_after(GUARD):
+            result = await run_proxy_cli(["--sock", str(tmp_path / "missing.sock"), "--trace", str(fifo)])
+    finally:
+        if reader_fd is not None:
+            os.close(reader_fd)
+    assert result.status == 74, result.stderr_text
+    assert f"the trace file {fifo} is a FIFO" in one_line(result.stderr)
