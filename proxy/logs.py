@@ -7,10 +7,12 @@ a line on EAGAIN (issue 9 #15). Every line goes through :data:`proxy.redact.SECR
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import select
+import sys
 
 from .redact import SECRETS
 
@@ -28,20 +30,36 @@ class RedactingFormatter(logging.Formatter):
 
 
 class StderrHandler(logging.Handler):
-    """Writes each record as one line to a file descriptor (2), whole, waiting while the descriptor is full."""
+    """Writes each record as one line to stderr, whole, waiting while the descriptor is full.
 
-    def __init__(self, fd: int = 2) -> None:
+    When ``sys.stderr`` is a real descriptor the line goes to it with :func:`write_all`; otherwise (stderr
+    captured in-process, as click's test runner does) to ``sys.stderr`` itself.
+    """
+
+    def __init__(self) -> None:
         super().__init__()
-        self._fd = fd
         self.setFormatter(RedactingFormatter())
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            text = self.format(record) + "\n"
         except Exception:  # a bad record must not end the run
             self.handleError(record)
             return
-        write_all(self._fd, line)
+        stream = sys.stderr
+        if stream is None:
+            return  # stderr was closed at start: there is nowhere to say anything
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):
+            fd = -1
+        if fd < 0:
+            stream.write(text)
+            stream.flush()
+            return
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+        write_all(fd, text.encode("utf-8", "backslashreplace"))
 
 
 def write_all(fd: int, data: bytes) -> None:
