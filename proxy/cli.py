@@ -13,10 +13,11 @@ import click
 import trio
 
 from . import __version__
-from .errors import EXIT_STATUSES, ProxyError
+from .errors import EXIT_STATUSES, ProxyError, descriptor_limit_error
 from .logs import setup_logging
 from .options import MiB, ProxyOptions
 from .redact import SECRETS
+from .relay import Ending
 from .runner import run_proxy
 from .target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
 
@@ -274,7 +275,13 @@ def proxy(
         codex_bin=codex_bin,
         trace=trace,
     )
-    ending = trio.run(run_proxy, options)
+    try:
+        ending = trio.run(run_proxy, options)
+    except OSError as exc:  # trio's own epoll and wakeup descriptors, before run_proxy could catch it (#9)
+        limit = descriptor_limit_error(exc)
+        if limit is None:
+            raise
+        ending = Ending(limit.status, limit.message)
     if ending.message:
         log.log(logging.ERROR if ending.status else logging.WARNING, "%s", ending.message)
     sys.exit(ending.status)

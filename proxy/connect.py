@@ -20,6 +20,7 @@ from .errors import (
     ProxyError,
     ServerUnavailable,
     UsageError,
+    descriptor_limit_error,
     reason_of,
 )
 from .handshake import REFUSAL_BODY_WAIT, ClientHandshake, HandshakeResponse
@@ -68,6 +69,9 @@ async def open_unix(path: Path) -> trio.SocketStream:
             "or fix the socket's mode"
         ) from None
     except OSError as exc:
+        limit = descriptor_limit_error(exc)
+        if limit is not None:  # our own descriptor limit, not the server's fault (issue 9 #9)
+            raise limit from None
         detail = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
         raise ServerUnavailable(f"cannot connect to {path}: {detail}") from None
 
@@ -118,6 +122,10 @@ async def open_tcp(target: RemoteTarget) -> trio.abc.Stream:
     except OSError as exc:
         # trio tries each address and raises one OSError over an ExceptionGroup of the attempts' errors.
         causes = getattr(exc.__cause__, "exceptions", None) or [exc]
+        for cause in causes:
+            limit = descriptor_limit_error(cause)
+            if limit is not None:  # our own descriptor limit, not the server's fault (issue 9 #9)
+                raise limit from None
         if all(isinstance(cause, ConnectionRefusedError) for cause in causes):
             raise NotListening(f"no app-server is listening at {target} (connection refused)") from None
         reason = "; ".join(sorted({reason_of(cause) for cause in causes}))

@@ -11,7 +11,7 @@ import os
 import tempfile
 from typing import BinaryIO
 
-from .errors import LocalIOError
+from .errors import LocalIOError, descriptor_limit_error
 
 
 class Spool:
@@ -55,6 +55,10 @@ class Spool:
                 self._write_at += written
                 view = view[written:]
         except OSError as exc:
+            self._write_at = start
+            limit = descriptor_limit_error(exc)
+            if limit is not None:
+                raise limit from None
             # Never call gettempdir() here: with no usable temporary folder it raises again (issue 9 #7).
             where = self._directory or os.environ.get("TMPDIR") or "the temporary folder"
             reason = exc.strerror or str(exc)

@@ -23,7 +23,7 @@ import stat
 import time
 from typing import BinaryIO
 
-from .errors import LocalIOError
+from .errors import LocalIOError, descriptor_limit_error
 from .redact import SECRETS
 
 log = logging.getLogger("codex_appserver")
@@ -79,6 +79,9 @@ class Tap:
         try:
             fd = os.open(path, flags, 0o666)
         except OSError as exc:
+            limit = descriptor_limit_error(exc)
+            if limit is not None:
+                raise limit from None
             if exc.errno == errno.ENXIO:  # a FIFO with no reader
                 raise LocalIOError(f"{_NOT_A_FILE.format(path=path, kind='FIFO (named pipe)')}") from None
             raise LocalIOError(f"cannot open the trace file {path}: {exc.strerror}; check --trace") from None

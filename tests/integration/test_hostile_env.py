@@ -8,6 +8,7 @@ Each test names the defect it guards. The disk tests run the proxy in a private 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -257,3 +258,50 @@ async def test_fifo_trace_file_is_refused_without_blocking(tmp_path: Path, reade
             os.close(reader_fd)
     assert result.status == 74, result.stderr_text
     assert f"the trace file {fifo} is a FIFO" in one_line(result.stderr)
+
+
+# -- #9: a low descriptor limit -------------------------------------------------------------------------------
+
+TOO_MANY = "too many open files: the process may hold only"
+
+
+async def answer_one(conn: ScriptedConnection) -> None:
+    """Accept, answer request 1, take the close."""
+    await conn.accept()
+    message = await conn.receive_message()
+    if message is None:
+        return
+    await conn.send_text('{"id":1,"result":{}}')
+    await conn.receive_close()
+
+
+@pytest.mark.parametrize("limit", range(4, 14))
+async def test_low_descriptor_limit_is_a_local_failure(tmp_path: Path, limit: int) -> None:
+    """issue 9 #9: ``ulimit -n`` 4-7 and 9 gave tracebacks, 8 "no app-server" (69), 10-11 "stdout is not open".
+    Now each limit either works (0) or ends with the descriptor-limit line and 74."""
+
+    def lower_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    with trio.fail_after(GUARD):
+        async with open_scripted_server(tmp_path, answer_one) as server:
+            done = await trio.run_process(
+                proxy_command(*sock_args(server)),
+                stdin=b'{"method":"go","id":1}\n',
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=proxy_env(),
+                cwd=str(ROOT),
+                preexec_fn=lower_limit,
+            )
+    stderr = done.stderr.decode("utf-8", "replace")
+    if limit == 4 and "Fatal Python error: init_import_site" in stderr:
+        pytest.skip("with 4 descriptors this interpreter cannot import its site module (a documented limit)")
+    if done.returncode == 0:
+        assert done.stdout == b'{"id":1,"result":{}}\n'
+        assert stderr == ""
+    else:
+        assert done.returncode == 74, stderr
+        assert TOO_MANY in one_line(stderr), stderr
+        assert done.stdout == b""
