@@ -305,3 +305,170 @@ async def test_low_descriptor_limit_is_a_local_failure(tmp_path: Path, limit: in
         assert done.returncode == 74, stderr
         assert TOO_MANY in one_line(stderr), stderr
         assert done.stdout == b""
+
+
+# -- #16: closed stdio ------------------------------------------------------------------------------------------
+
+
+def closing(*fds: int) -> Callable[[], None]:
+    def close() -> None:
+        for fd in fds:
+            os.close(fd)
+
+    return close
+
+
+async def test_closed_stdin_reads_as_eof(tmp_path: Path) -> None:
+    """issue 9 #16: with ``<&-`` fd 0 became trio's epoll descriptor: exit 74 "cannot read stdin: Invalid
+    argument". A closed stdin is EOF: nothing owed, close 1000, exit 0."""
+    codes: list[int | None] = []
+
+    async def handler(conn: ScriptedConnection) -> None:
+        await conn.accept()
+        codes.append(await conn.receive_close())
+
+    with trio.fail_after(GUARD):
+        async with open_scripted_server(tmp_path, handler) as server:
+            done = await trio.run_process(
+                proxy_command(*sock_args(server)),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=proxy_env(),
+                cwd=str(ROOT),
+                preexec_fn=closing(0),
+            )
+            await server.wait_handled()
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""
+    assert codes == [1000]
+
+
+async def test_closed_stdout_is_refused_before_connecting(tmp_path: Path) -> None:
+    """issue 9 #16: with ``>&-`` the request was sent and answered before exit 74 "Invalid argument"."""
+
+    async def handler(conn: ScriptedConnection) -> None:
+        raise AssertionError("the proxy connected although it has no stdout")
+
+    with trio.fail_after(GUARD):
+        async with open_scripted_server(tmp_path, handler) as server:
+            done = await trio.run_process(
+                proxy_command(*sock_args(server)),
+                stdin=b'{"method":"go","id":1}\n',
+                capture_stderr=True,
+                check=False,
+                env=proxy_env(),
+                cwd=str(ROOT),
+                preexec_fn=closing(1),
+            )
+            assert server.connections == []
+    assert done.returncode == 74, done.stderr
+    assert one_line(done.stderr).startswith("stdout is not open;")
+
+
+async def test_closed_stderr_still_relays(tmp_path: Path) -> None:
+    async def handler(conn: ScriptedConnection) -> None:
+        await answer_one(conn)
+
+    with trio.fail_after(GUARD):
+        async with open_scripted_server(tmp_path, handler) as server:
+            done = await trio.run_process(
+                proxy_command(*sock_args(server)),
+                stdin=b'{"method":"go","id":1}\n',
+                capture_stdout=True,
+                check=False,
+                env=proxy_env(),
+                cwd=str(ROOT),
+                preexec_fn=closing(2),
+            )
+            await server.wait_handled()
+    assert done.returncode == 0
+    assert done.stdout == b'{"id":1,"result":{}}\n'
+
+
+# -- #15: shared stdio ---------------------------------------------------------------------------------------
+
+
+async def test_inherited_stdio_flags_are_never_changed(tmp_path: Path) -> None:
+    """issue 9 #15: the proxy set O_NONBLOCK on its inherited descriptors, whose open file descriptions other
+    processes share: a sibling writing to the same stdout pipe then failed with EAGAIN. Our own ends of the
+    same pipes must stay blocking while the proxy relays."""
+    in_read, in_write = os.pipe()
+    out_read, out_write = os.pipe()
+    answered = trio.Event()
+
+    async def handler(conn: ScriptedConnection) -> None:
+        await conn.accept()
+        assert await conn.receive_text() == '{"method":"go","id":1}'
+        await conn.send_text('{"id":1,"result":{}}')
+        answered.set()
+        await conn.receive_close()
+
+    try:
+        with trio.fail_after(GUARD):
+            async with (
+                open_scripted_server(tmp_path, handler) as server,
+                running(proxy_command(*sock_args(server)), stdin=in_read, stdout=out_write, stderr=out_write) as proxy,
+            ):
+                os.write(in_write, b'{"method":"go","id":1}\n')
+                await answered.wait()
+                line = b""
+                while not line.endswith(b"\n"):
+                    await trio.lowlevel.wait_readable(out_read)
+                    line += os.read(out_read, 4096)
+                # The proxy is relaying, both pipes in use: the descriptions it shares with us are untouched.
+                for fd in (in_read, in_write, out_read, out_write):
+                    assert os.get_blocking(fd), f"fd {fd} was made non-blocking"
+                os.close(in_write)
+                in_write = -1
+                status = await proxy.wait()
+    finally:
+        for fd in (in_read, in_write, out_read, out_write):
+            if fd >= 0:
+                os.close(fd)
+    assert line == b'{"id":1,"result":{}}\n'
+    assert status == 0
+
+
+async def test_every_warning_reaches_a_slow_reader_of_stdout_and_stderr(tmp_path: Path) -> None:
+    """issue 9 #15: with ``2>&1`` into a slow reader only 5 of 50 "not sent" warnings arrived (stderr had
+    become non-blocking through the shared description, and logging drops a line on EAGAIN)."""
+    bad = b"not json\n" * 50
+    out_read, out_write = os.pipe()
+
+    spam = Spam(10_000)
+
+    async def handler(conn: ScriptedConnection) -> None:
+        await conn.accept(trailing=spam.frames(0, 200))  # 2 MB for stdout: the shared pipe is full at once
+        while await conn.receive_message() is not None:
+            pass
+
+    text = b""
+    try:
+        with trio.fail_after(GUARD):
+            async with (
+                open_scripted_server(tmp_path, handler) as server,
+                running(proxy_command(*sock_args(server)), stdout=out_write, stderr=out_write) as proxy,
+            ):
+                os.close(out_write)
+                out_write = -1
+                assert proxy.process.stdin is not None
+                await proxy.process.stdin.send_all(
+                    bad + b'{"method":"note","params":{"pad":"' + b"p" * 300_000 + b'"}}\n'
+                )
+                await proxy.process.stdin.aclose()
+                await trio.sleep(1)  # the pipe fills up: nobody reads yet
+                while True:
+                    await trio.lowlevel.wait_readable(out_read)
+                    chunk = os.read(out_read, 512)
+                    if not chunk:
+                        break
+                    text += chunk
+                    await trio.sleep(0.001)
+                status = await proxy.wait()
+    finally:
+        for fd in (out_read, out_write):
+            if fd >= 0:
+                os.close(fd)
+    assert status == 0, text[-300:]
+    assert text.count(b"not sent") == 50, text.count(b"not sent")
