@@ -160,5 +160,3 @@ def open_stdout(fd: int = 1) -> StdoutStream:
     :raises TooManyOpenFiles: no descriptor left for it (74).
     """
     return StdoutStream(*_open(fd, os.O_WRONLY))
-
-
