@@ -146,7 +146,7 @@ async def test_token_echoed_after_the_handshake_stays_out_of_trace_and_logs(tmp_
         echoed = token_of(conn)
         await conn.accept(extra_headers=[("X-Echo", echoed), ("X-Echo-Json", json.dumps({"t": echoed}))])
         assert await conn.receive_text() == '{"method":"go","id":1}'
-        await conn.send_text(json.dumps({"id": 1, "result": {"seen": echoed}}))
+        await conn.send_text(json.dumps({"method": "echo", "params": {"seen": echoed}}))  # request 1 stays owed
         await conn.send_close(4000, f"bad {TOKEN}")
         await conn.wait_eof()
 

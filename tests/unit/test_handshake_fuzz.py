@@ -44,7 +44,7 @@ def switching(accept: bytes, *headers: bytes) -> bytes:
 # -- #6: the frame-limit header ------------------------------------------------------------------------------
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(value=st.lists(FIELD_BYTES, max_size=40).map(bytes))
 def test_frame_limit_header_counts_ascii_digits_only(value: bytes) -> None:
     """issue 9 #6: ``²`` (0xB2) made int() fail; any value is either 1-20 ASCII digits or means the default."""
@@ -94,7 +94,7 @@ def answers(draw: st.DrawFn) -> tuple[int, bytes, bool]:
     return status, b"\r\n".join(lines) + b"\r\n\r\n" + body, complete
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answer=answers(), cuts=st.lists(st.integers(0, 2000), max_size=6))
 def test_any_answer_ends_in_its_status_and_never_shows_the_token(
     answer: tuple[int, bytes, bool], cuts: list[int]

@@ -71,7 +71,7 @@ def test_remote_control_characters_port_0_and_bad_hosts_are_usage_errors(url: st
     assert caught.value.status == ExitStatus.USAGE
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(path=st.text(max_size=40), query=st.text(max_size=40))
 def test_any_remote_url_is_a_usage_error_or_a_valid_request(path: str, query: str) -> None:
     """issue 9 #8: a space or control character gave an h11 LocalProtocolError traceback, ``é`` a
