@@ -11,6 +11,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -628,3 +629,72 @@ async def test_signal_storm_while_stdout_is_full_keeps_whole_lines(tmp_path: Pat
     assert "Aborted!" not in result.stderr_text
     assert "Traceback" not in result.stderr_text
     check_spam_lines(result, spam)  # whole lines, in order
+
+
+async def test_regular_files_as_stdin_and_stdout(tmp_path: Path) -> None:
+    """``proxy < session.jsonl > replies.jsonl``: regular files take the worker-thread path of proxy.stdio; the
+    output is appended at the shell's offset, after what the file already held."""
+    session = tmp_path / "session.jsonl"
+    session.write_bytes(b'{"method":"go","id":1}\n{"method":"go","id":2}\n')
+    replies = tmp_path / "replies.jsonl"
+
+    async def handler(conn: ScriptedConnection) -> None:
+        await conn.accept()
+        for number in (1, 2):
+            assert await conn.receive_text() == f'{{"method":"go","id":{number}}}'
+            await conn.send_text(f'{{"id":{number},"result":{{}}}}')
+        assert await conn.receive_close() == 1000
+
+    with open(session, "rb") as stdin, open(replies, "wb") as stdout:
+        stdout.write(b"before\n")
+        stdout.flush()
+        with trio.fail_after(GUARD):
+            async with open_scripted_server(tmp_path, handler) as server:
+                done = await trio.run_process(
+                    proxy_command(*sock_args(server)),
+                    stdin=stdin,
+                    stdout=stdout,
+                    capture_stderr=True,
+                    check=False,
+                    env=proxy_env(),
+                    cwd=str(ROOT),
+                )
+                await server.wait_handled()
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""
+    assert replies.read_bytes() == b'before\n{"id":1,"result":{}}\n{"id":2,"result":{}}\n'
+
+
+async def test_socketpair_stdio_as_node_gives_it(tmp_path: Path) -> None:
+    """libuv (Node's child_process) gives a child socketpairs for stdio: the proxy relays over them with
+    MSG_DONTWAIT and leaves the shared sockets blocking (issue 9 #15)."""
+    ours, theirs = socket.socketpair()
+    probe = os.dup(theirs.fileno())  # the child's open file description, seen from here
+
+    async def handler(conn: ScriptedConnection) -> None:
+        await conn.accept()
+        assert await conn.receive_text() == '{"method":"go","id":1}'
+        await conn.send_text('{"id":1,"result":{}}')
+        assert await conn.receive_close() == 1000
+
+    try:
+        with trio.fail_after(GUARD):
+            async with (
+                open_scripted_server(tmp_path, handler) as server,
+                running(proxy_command(*sock_args(server)), stdin=theirs.fileno(), stdout=theirs.fileno()) as proxy,
+            ):
+                theirs.close()
+                ours.sendall(b'{"method":"go","id":1}\n')
+                reply = b""
+                while not reply.endswith(b"\n"):
+                    await trio.lowlevel.wait_readable(ours)
+                    reply += ours.recv(4096)
+                assert os.get_blocking(probe), "the proxy made its socket stdio non-blocking"
+                ours.shutdown(socket.SHUT_WR)
+                status = await proxy.wait()
+    finally:
+        ours.close()
+        theirs.close()
+        os.close(probe)
+    assert reply == b'{"id":1,"result":{}}\n'
+    assert status == 0
