@@ -94,15 +94,15 @@ class StdoutStream(_Base, trio.abc.SendStream):
         view = memoryview(data).cast("B")
         while view:
             try:
-                written = await self._write(view)
-            except BlockingIOError:
                 try:
+                    written = await self._write(view)
+                except BlockingIOError:
                     await self._wait(writable=True)
-                except trio.Cancelled:
-                    if len(view) < len(data):  # under way: finish the piece (whole lines) before giving up
-                        await self._finish(view)
-                    raise
-                continue
+                    continue
+            except trio.Cancelled:
+                if len(view) < len(data):  # under way: finish the piece (whole lines) before giving up
+                    await self._finish(view)
+                raise
             view = view[written:]
         await trio.lowlevel.checkpoint()
 
