@@ -73,8 +73,9 @@ def _tls_context(cert: str, key: str | None) -> ssl.SSLContext:
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     setup_logging(verbose, quiet)
-    # The connection lines show at the default verbosity; -q keeps errors only.
+    # The connection lines show at the default verbosity; -q keeps errors only. The listening line always shows.
     access.setLevel(logging.ERROR if quiet else logging.INFO)
+    logging.getLogger("codex_appserver.listening").setLevel(logging.INFO)
 
 
 @click.command(epilog=SERVE_EPILOG)
