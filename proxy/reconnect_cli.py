@@ -7,6 +7,8 @@ from typing import TypeVar
 
 import click
 
+from .clitypes import FiniteFloat
+
 F = TypeVar("F", bound=Callable[..., object])
 
 #: ``--reconnect-timeout`` when not given, in seconds.
@@ -22,7 +24,7 @@ def reconnect_options(command: F) -> F:
     )(command)
     command = click.option(
         "--reconnect-timeout",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloat(min=0, min_open=True),
         default=DEFAULT_RECONNECT_TIMEOUT,
         show_default=True,
         metavar="SECONDS",
