@@ -83,7 +83,10 @@ class MessageAssembler:
 def utf8_fragments(text: str, limit: int) -> list[str]:
     """Split *text* into pieces of at most *limit* bytes of UTF-8 each, never inside a character.
 
-    RFC 6455 §5.4 lets a text message be cut anywhere, but wsproto takes str, so cuts fall on characters.
+    RFC 6455 §5.4 lets a text message be cut anywhere, even inside a character, but wsproto takes str, so cuts
+    fall on characters. When *limit* is smaller than a character (a server advertising 1 to 3 bytes), that
+    character is a fragment of its own, over the limit by at most 3 bytes: every piece makes progress, and a
+    limit that small is no real server's (Codex advertises 16 MiB).
     """
     data = text.encode("utf-8")
     pieces: list[str] = []
@@ -92,6 +95,10 @@ def utf8_fragments(text: str, limit: int) -> list[str]:
         end = min(start + limit, len(data))
         while end < len(data) and data[end] & 0xC0 == 0x80:  # a continuation byte: back up
             end -= 1
+        if end == start:  # one character longer than the limit: send it whole
+            end += 1
+            while end < len(data) and data[end] & 0xC0 == 0x80:
+                end += 1
         pieces.append(data[start:end].decode("utf-8"))
         start = end
     return pieces
