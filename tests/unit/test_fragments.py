@@ -55,5 +55,5 @@ def test_a_limit_smaller_than_a_character_still_makes_progress(text: str, limit:
 def test_tiny_limits_cut_between_characters() -> None:
     assert fragments("é", 1) == ["é"]
     assert fragments("aé😀b", 1) == ["a", "é", "😀", "b"]
-    assert fragments("aé😀b", 3) == ["a", "é", "😀", "b"]
+    assert fragments("aé😀b", 3) == ["aé", "😀", "b"]
     assert fragments("aaé", 3) == ["aa", "é"]
