@@ -223,6 +223,8 @@ class Relay:
                 if not self._bad_line(text):
                     return False
                 continue
+            if self._session.notice is not None:
+                log.warning("%s", self._session.notice)
             if self._tap.active:
                 self._tap.message("out", text)
             self._send_text(text)
