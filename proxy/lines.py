@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .envelope import read_envelope
+
 
 @dataclass(frozen=True)
 class LineTooLong:
@@ -89,16 +91,21 @@ class LineSplitter:
 def message_line(text: str) -> bytes:
     """A text message as one JSONL line, LF included, in UTF-8.
 
-    Text with a raw CR or LF (Codex never sends one; another server might) is re-encoded as compact JSON, where
-    those characters are escaped (ASCII-only, so lone surrogates from ``\\ud800`` escapes stay valid UTF-8); text
-    that is not JSON is written as a JSON string, so it still fills exactly one line.
+    Codex never sends a raw CR or LF; another server might. In valid JSON (RFC 8259 §2) they can only be
+    whitespace between tokens, so each becomes a space: the message stays exactly as sent (numbers such as
+    ``1e999``, duplicate keys, huge integers), without a parse. Text with a raw CR or LF that is not JSON is
+    written as a JSON string, so it still fills exactly one line. *text* comes from a UTF-8 decode, so it holds
+    no lone surrogate.
     """
     if "\n" in text or "\r" in text:
-        try:
-            text = json.dumps(json.loads(text), separators=(",", ":"))
-        except ValueError:
+        if read_envelope(text) is not None:
+            text = text.translate(_NEWLINES_TO_SPACES)
+        else:
             text = json.dumps(text)
     return text.encode("utf-8") + b"\n"
+
+
+_NEWLINES_TO_SPACES = str.maketrans("\r\n", "  ")
 
 
 def line_pieces(data: bytes | bytearray, size: int) -> Iterator[memoryview]:
