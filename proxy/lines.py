@@ -98,10 +98,7 @@ def message_line(text: str) -> bytes:
     no lone surrogate.
     """
     if "\n" in text or "\r" in text:
-        if read_envelope(text) is not None:
-            text = text.translate(_NEWLINES_TO_SPACES)
-        else:
-            text = json.dumps(text)
+        text = text.translate(_NEWLINES_TO_SPACES) if read_envelope(text) is not None else json.dumps(text)
     return text.encode("utf-8") + b"\n"
 
 

@@ -18,24 +18,31 @@ import logging
 import time
 from typing import BinaryIO
 
+from .envelope import Envelope, read_envelope
 from .errors import LocalIOError
 
 log = logging.getLogger("codex_appserver")
 
+_NEWLINES_TO_SPACES = str.maketrans("\r\n", "  ")
 
-def describe(message: object) -> str:
-    """A payload-free summary of a JSON-RPC message for ``-vv``: kind, method, id, error code."""
-    if not isinstance(message, dict):
+
+def describe(envelope: Envelope | None) -> str:
+    """A payload-free summary of a JSON-RPC message for ``-vv``: kind, method, id, error code.
+
+    *envelope* is the message's :func:`~proxy.envelope.read_envelope` (None: not JSON).
+    """
+    if envelope is None:
+        return "not JSON"
+    if not envelope.is_object:
         return "not a JSON object"
-    method = message.get("method")
-    has_id = "id" in message
-    if isinstance(method, str):
-        return f"request {method} id={json.dumps(message['id'])}" if has_id else f"notification {method}"
-    if has_id:
-        error = message.get("error")
-        if isinstance(error, dict):
-            return f"error response id={json.dumps(message['id'])} code={error.get('code')}"
-        return f"response id={json.dumps(message['id'])}"
+    if envelope.method is not None:
+        return (
+            f"request {envelope.method} id={envelope.id_json}" if envelope.has_id else f"notification {envelope.method}"
+        )
+    if envelope.has_id:
+        if envelope.error_code is not None:
+            return f"error response id={envelope.id_json} code={envelope.error_code}"
+        return f"response id={envelope.id_json}"
     return "JSON object without method or id"
 
 
@@ -66,16 +73,24 @@ class Tap:
         return cls(trace, log_messages)
 
     def message(self, direction: str, text: str) -> None:
-        """Record one message going ``"out"`` (to the app-server) or coming ``"in"``."""
-        size = len(text.encode("utf-8"))
-        try:
-            message: object = json.loads(text)
-        except ValueError:
-            message = text
+        """Record one message going ``"out"`` (to the app-server) or coming ``"in"``.
+
+        The message is never parsed into objects: JSON goes into the record as it came (a raw CR or LF, which
+        in JSON can only be whitespace, as a space), other text as a JSON string.
+        """
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        envelope = read_envelope(text)
         if self._log_messages:
-            log.debug("%s %d bytes: %s", direction, size, describe(message))
+            log.debug("%s %d bytes: %s", direction, size, describe(envelope))
         if self._trace is not None:
-            self._write({"t": time.time(), "dir": direction, "bytes": size, "msg": message})
+            if envelope is None:
+                body = json.dumps(text, ensure_ascii=False)
+            elif "\n" in text or "\r" in text:
+                body = text.translate(_NEWLINES_TO_SPACES)
+            else:
+                body = text
+            head = json.dumps({"t": time.time(), "dir": direction, "bytes": size}, separators=(",", ":"))
+            self._write_parts(head[:-1].encode() + b',"msg":', body.encode("utf-8", "surrogatepass"), b"}\n")
 
     def event(self, name: str, **details: object) -> None:
         """Record a connection event (never pass a token or a request header here)."""
@@ -96,9 +111,14 @@ class Tap:
             self._trace = None
 
     def _write(self, record: dict[str, object]) -> None:
-        assert self._trace is not None
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        self._write_parts(line, b"\n")
+
+    def _write_parts(self, *parts: bytes) -> None:
+        """Write one record in pieces (no copy of a large message to join them)."""
+        assert self._trace is not None
         try:
-            self._trace.write(line + b"\n")
+            for part in parts:
+                self._trace.write(part)
         except OSError as exc:
             raise LocalIOError(f"cannot write the trace file: {exc.strerror}") from None
