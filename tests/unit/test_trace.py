@@ -21,7 +21,7 @@ def test_deep_message_with_a_raw_newline_is_traced_and_logged_without_recursion(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     trace = io.BytesIO()
-    tap = Tap(trace, log_messages=True)  # type: ignore[arg-type]
+    tap = Tap(trace, log_messages=True)
     deep = '{"id":3,"result":' + "[" * 5000 + "\n" + "]" * 5000 + "}"
     with caplog.at_level(logging.DEBUG, logger="codex_appserver"):
         tap.message("in", deep)
@@ -33,7 +33,7 @@ def test_deep_message_with_a_raw_newline_is_traced_and_logged_without_recursion(
 
 def test_messages_are_recorded_byte_exact_and_non_json_as_a_string() -> None:
     trace = io.BytesIO()
-    tap = Tap(trace)  # type: ignore[arg-type]
+    tap = Tap(trace)
     exact = '{"id":1,"n":1e999,"d":1,"d":2,"big":' + "1" * 5000 + ',"s":"é\u2028"}'
     tap.message("out", exact)
     tap.message("in", "not json\nat all")
