@@ -196,7 +196,7 @@ def _lone_surrogate(data: bytes) -> bool:
     return False
 
 
-def read_envelope(text: str | bytes) -> Envelope | None:
+def read_envelope(text: str | bytes | bytearray) -> Envelope | None:
     """The envelope of a message from the server, or None when it is not JSON.
 
     Validates the whole text (RFC 8259) without building it. Any depth is accepted: past the C parser's
@@ -228,12 +228,12 @@ _TOKEN = re.compile(
 _MEMBERS = ("id", "method", "error")
 
 
-def _deep_envelope(text: str | bytes) -> Envelope | None:
+def _deep_envelope(text: str | bytes | bytearray) -> Envelope | None:
     """:func:`read_envelope` for text nested deeper than msgspec recurses: validate it and read its top level.
 
     One Python step per token and one byte of stack per level: slow for huge deep messages, never recursive.
     """
-    if isinstance(text, bytes):
+    if not isinstance(text, str):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError:

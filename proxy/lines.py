@@ -88,21 +88,28 @@ class LineSplitter:
             out.append((self._number, line))
 
 
-def message_line(text: str) -> bytes:
-    """A text message as one JSONL line, LF included, in UTF-8.
+def message_line(text: str | bytes | bytearray) -> bytes | bytearray:
+    """A text message (str, or its UTF-8 bytes) as one JSONL line, LF included, in UTF-8.
 
     Codex never sends a raw CR or LF; another server might. In valid JSON (RFC 8259 §2) they can only be
     whitespace between tokens, so each becomes a space: the message stays exactly as sent (numbers such as
     ``1e999``, duplicate keys, huge integers), without a parse. Text with a raw CR or LF that is not JSON is
-    written as a JSON string, so it still fills exactly one line. *text* comes from a UTF-8 decode, so it holds
-    no lone surrogate.
+    written as a JSON string, so it still fills exactly one line. The text comes from a UTF-8 decode, so it
+    holds no lone surrogate. A bytearray is extended in place and returned (no copy of a large message).
     """
-    if "\n" in text or "\r" in text:
-        text = text.translate(_NEWLINES_TO_SPACES) if read_envelope(text) is not None else json.dumps(text)
-    return text.encode("utf-8") + b"\n"
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    if b"\n" in data or b"\r" in data:
+        if read_envelope(data) is not None:
+            data = data.translate(_NEWLINES_TO_SPACES)
+        else:
+            data = json.dumps(data.decode("utf-8")).encode("ascii")
+    if isinstance(data, bytearray):
+        data += b"\n"
+        return data
+    return data + b"\n"
 
 
-_NEWLINES_TO_SPACES = str.maketrans("\r\n", "  ")
+_NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
 
 
 def line_pieces(data: bytes | bytearray, size: int) -> Iterator[memoryview]:

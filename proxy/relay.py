@@ -31,7 +31,7 @@ from wsproto.events import (
 from .errors import ExitStatus, ProxyError, errno_of, reason_of
 from .handshake import HandshakeResponse
 from .lines import LineSplitter, LineTooLong, line_pieces, message_line
-from .messages import MessageAssembler, TooBig, fragments
+from .messages import MessageAssembler, TooBig, fragments, too_big_fragments
 from .options import DEFAULT_MAX_FRAME_BYTES, MiB, ProxyOptions
 from .outbox import Outbox
 from .session import BadLine, Retry, Session
@@ -294,7 +294,7 @@ class Relay:
 
     def _handle_events(self) -> bool:
         """Turn pending wsproto events into stdout lines and replies; False once the connection is over."""
-        lines: list[bytes] = []
+        lines: list[bytes | bytearray] = []
         going_on = True
         for event in self._ws.events():
             if isinstance(event, TextMessage):
@@ -317,14 +317,15 @@ class Relay:
             self._drained.set()
         return going_on
 
-    def _text(self, event: TextMessage) -> bytes | None:
+    def _text(self, event: TextMessage) -> bytes | bytearray | None:
         text = self._messages.text(event.data, event.message_finished)
         if text is None:
             return None
         if isinstance(text, TooBig):
             self.end(
                 ExitStatus.SESSION_FAILED,
-                f"the app-server sent a message of at least {text.size} bytes, over --max-incoming-size "
+                f"the app-server sent a message of at least {text.size} bytes"
+                f"{too_big_fragments(text)}, over --max-incoming-size "
                 f"({self._options.max_incoming_size} bytes); closed with {MESSAGE_TOO_BIG}",
                 MESSAGE_TOO_BIG,
             )

@@ -23,7 +23,7 @@ from .errors import LocalIOError
 
 log = logging.getLogger("codex_appserver")
 
-_NEWLINES_TO_SPACES = str.maketrans("\r\n", "  ")
+_NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
 
 
 def describe(envelope: Envelope | None) -> str:
@@ -72,25 +72,28 @@ class Tap:
             raise LocalIOError(f"cannot open the trace file {path}: {exc.strerror}; check --trace") from None
         return cls(trace, log_messages)
 
-    def message(self, direction: str, text: str) -> None:
-        """Record one message going ``"out"`` (to the app-server) or coming ``"in"``.
+    def message(self, direction: str, text: str | bytes | bytearray) -> None:
+        """Record one message (str, or its UTF-8 bytes) going ``"out"`` (to the app-server) or coming ``"in"``.
 
         The message is never parsed into objects: JSON goes into the record as it came (a raw CR or LF, which
         in JSON can only be whitespace, as a space), other text as a JSON string.
         """
-        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        envelope = read_envelope(text)
+        data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        envelope = read_envelope(data)
         if self._log_messages:
-            log.debug("%s %d bytes: %s", direction, size, describe(envelope))
+            log.debug("%s %d bytes: %s", direction, len(data), describe(envelope))
         if self._trace is not None:
+            body: bytes | bytearray
             if envelope is None:
-                body = json.dumps(text, ensure_ascii=False)
-            elif "\n" in text or "\r" in text:
-                body = text.translate(_NEWLINES_TO_SPACES)
+                body = json.dumps(data.decode("utf-8", "surrogatepass"), ensure_ascii=False).encode(
+                    "utf-8", "surrogatepass"
+                )
+            elif b"\n" in data or b"\r" in data:
+                body = data.translate(_NEWLINES_TO_SPACES)
             else:
-                body = text
-            head = json.dumps({"t": time.time(), "dir": direction, "bytes": size}, separators=(",", ":"))
-            self._write_parts(head[:-1].encode() + b',"msg":', body.encode("utf-8", "surrogatepass"), b"}\n")
+                body = data
+            head = json.dumps({"t": time.time(), "dir": direction, "bytes": len(data)}, separators=(",", ":"))
+            self._write_parts(head[:-1].encode() + b',"msg":', body, b"}\n")
 
     def event(self, name: str, **details: object) -> None:
         """Record a connection event (never pass a token or a request header here)."""
@@ -114,7 +117,7 @@ class Tap:
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
         self._write_parts(line, b"\n")
 
-    def _write_parts(self, *parts: bytes) -> None:
+    def _write_parts(self, *parts: bytes | bytearray) -> None:
         """Write one record in pieces (no copy of a large message to join them)."""
         assert self._trace is not None
         try:
