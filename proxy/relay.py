@@ -44,6 +44,9 @@ log = logging.getLogger("codex_appserver")
 RECEIVE_BYTES = 256 * 1024
 #: stdin is not read while this many bytes wait for the socket (backpressure), in bytes.
 SOCKET_HIGH_WATER = 1 * MiB
+#: A pong is queued only while fewer bytes than this wait for the socket; otherwise it waits outside the queue and
+#: a newer ping replaces it (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping), in bytes.
+PONG_HIGH_WATER = 64 * 1024
 #: Output for stdout kept in memory before it goes to the spool file, in bytes.
 STDOUT_MEMORY_BYTES = 8 * MiB
 #: stdout is written in pieces of about this many bytes, each ending at a line end.
@@ -109,6 +112,7 @@ class Relay:
         self._messages = MessageAssembler(options.max_incoming_size)
         self._last_receive = trio.current_time()
         self._answer: trio.Event | None = None  # set by the reader when anything arrives after a keepalive ping
+        self._pending_ping: Ping | None = None  # the most recent ping not yet answered (PONG_HIGH_WATER)
 
     # -- how the session ends --------------------------------------------------------------------------
 
@@ -263,6 +267,16 @@ class Relay:
                 )
                 return
             self._to_socket.done()
+            self._send_pong()
+
+    def _send_pong(self) -> None:
+        """Answer the pending ping once the socket queue is short enough (a server that pings and never reads
+        gets at most PONG_HIGH_WATER bytes of pongs queued)."""
+        if self._pending_ping is None or len(self._to_socket) >= PONG_HIGH_WATER:
+            return
+        ping, self._pending_ping = self._pending_ping, None
+        if self._ws.state is ConnectionState.OPEN:
+            self._send(ping.response())
 
     # -- socket -> stdout ------------------------------------------------------------------------------
 
@@ -304,8 +318,8 @@ class Relay:
             elif isinstance(event, BytesMessage):
                 self._binary(event)
             elif isinstance(event, Ping):
-                if self._ws.state is ConnectionState.OPEN:
-                    self._send(event.response())
+                self._pending_ping = event  # replaces an older one still waiting
+                self._send_pong()
             elif isinstance(event, CloseConnection):
                 self._closed(event)
                 going_on = False
