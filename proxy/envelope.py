@@ -120,7 +120,7 @@ def _envelope(top: _Top) -> Envelope:
     )
 
 
-def depth_over(data: bytes, limit: int = MAX_DEPTH) -> bool:
+def depth_over(data: bytes | bytearray, limit: int = MAX_DEPTH) -> bool:
     """True when the valid JSON text *data* nests arrays and objects more than *limit* levels deep.
 
     Without a parse and without recursion: strings are taken out, the brackets kept, and innermost ``[]`` pairs
@@ -141,16 +141,13 @@ def depth_over(data: bytes, limit: int = MAX_DEPTH) -> bool:
     return True
 
 
-def check_line(data: bytes) -> Envelope | str:
+def check_line(data: bytes | bytearray) -> Envelope | str:
     """Check one stdin line as Codex's parser would; return its envelope, or why Codex would drop it.
 
     The reason completes "line N is ...", e.g. ``not valid JSON (invalid character at column 13)``.
-    *data* is bytes without the LF; UTF-8 is checked too.
+    *data* is the line without the LF, already known to be UTF-8 (msgspec does not check UTF-8 inside the
+    strings it skips): see :func:`utf8_error`.
     """
-    try:
-        data.decode("utf-8")  # msgspec does not check UTF-8 inside strings it skips
-    except UnicodeDecodeError as exc:
-        return f"not valid UTF-8 (byte {exc.start + 1})"
     try:
         top = _TOP.decode(data)
         envelope = _envelope(top)
@@ -171,7 +168,12 @@ def check_line(data: bytes) -> Envelope | str:
     return envelope
 
 
-def _why(data: bytes, exc: msgspec.DecodeError) -> str:
+def utf8_error(exc: UnicodeDecodeError) -> str:
+    """The reason for a line that is not UTF-8, completing "line N is ..."."""
+    return f"not valid UTF-8 (byte {exc.start + 1})"
+
+
+def _why(data: bytes | bytearray, exc: msgspec.DecodeError) -> str:
     message = str(exc)
     if "surrogate" in message or (message == "Input data was truncated" and _lone_surrogate(data)):
         return "not valid JSON (a lone UTF-16 surrogate escape such as \\ud800)"
@@ -183,7 +185,7 @@ def _why(data: bytes, exc: msgspec.DecodeError) -> str:
     return f"not valid JSON ({message})"
 
 
-def _lone_surrogate(data: bytes) -> bool:
+def _lone_surrogate(data: bytes | bytearray) -> bool:
     """True when *data* holds a surrogate escape that is not half of a high-low pair (checked only on errors)."""
     for match in _SURROGATE.finditer(data):
         escape = match.group()[-6:]

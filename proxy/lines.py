@@ -40,9 +40,9 @@ class LineSplitter:
         """How many lines (including blank ones) have ended so far."""
         return self._number
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes] | LineTooLong]:
+    def feed(self, data: bytes) -> list[tuple[int, bytes | bytearray] | LineTooLong]:
         """Take the next chunk; return the lines it completes, in order."""
-        out: list[tuple[int, bytes] | LineTooLong] = []
+        out: list[tuple[int, bytes | bytearray] | LineTooLong] = []
         pieces = data.split(b"\n")
         last = pieces.pop()
         for piece in pieces:
@@ -50,9 +50,9 @@ class LineSplitter:
         self._hold(last)
         return out
 
-    def end(self) -> list[tuple[int, bytes] | LineTooLong]:
+    def end(self) -> list[tuple[int, bytes | bytearray] | LineTooLong]:
         """Call at EOF: the last line when it had no LF."""
-        out: list[tuple[int, bytes] | LineTooLong] = []
+        out: list[tuple[int, bytes | bytearray] | LineTooLong] = []
         if self._partial or self._discarding:
             self._end_line(b"", out)
         return out
@@ -66,7 +66,7 @@ class LineSplitter:
         else:
             self._partial += piece
 
-    def _end_line(self, piece: bytes, out: list[tuple[int, bytes] | LineTooLong]) -> None:
+    def _end_line(self, piece: bytes, out: list[tuple[int, bytes | bytearray] | LineTooLong]) -> None:
         self._number += 1
         if self._discarding or len(self._partial) + len(piece) > self._max + 1:
             size = self._discarding + len(self._partial) + len(piece)
@@ -74,14 +74,14 @@ class LineSplitter:
             self._partial.clear()
             out.append(LineTooLong(self._number, size))
             return
+        line: bytes | bytearray
         if self._partial:
             self._partial += piece
-            line = bytes(self._partial)
-            self._partial.clear()
+            line, self._partial = self._partial, bytearray()  # hand the buffer over: no copy of a long line
+            if line.endswith(b"\r"):
+                del line[-1]
         else:
-            line = piece
-        if line.endswith(b"\r"):
-            line = line[:-1]
+            line = piece[:-1] if piece.endswith(b"\r") else piece
         if len(line) > self._max:
             out.append(LineTooLong(self._number, len(line)))
         elif line and not line.isspace():

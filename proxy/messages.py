@@ -136,6 +136,6 @@ def utf8_fragments(text: str, limit: int) -> list[str]:
 def fragments(text: str, limit: int) -> list[str]:
     """The frames to send *text* in: ``[text]`` when its UTF-8 fits *limit* bytes, else :func:`utf8_fragments`."""
     # 4 bytes per character at most: the common, small message is never encoded here.
-    if len(text) * 4 <= limit or len(text.encode("utf-8")) <= limit:
+    if len(text) * 4 <= limit or (text.isascii() and len(text) <= limit) or len(text.encode("utf-8")) <= limit:
         return [text]
     return utf8_fragments(text, limit)

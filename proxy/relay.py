@@ -211,7 +211,7 @@ class Relay:
                 NORMAL_CLOSURE,
             )
 
-    def _forward(self, items: list[tuple[int, bytes] | LineTooLong]) -> bool:
+    def _forward(self, items: list[tuple[int, bytes | bytearray] | LineTooLong]) -> bool:
         """Send the lines as text messages; False once nothing more may be sent."""
         for item in items:
             if self._ws.state is not ConnectionState.OPEN:

@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from .envelope import Envelope, RawNumber, check_line, read_envelope
+from .envelope import Envelope, RawNumber, check_line, read_envelope, utf8_error
 
 IdKey = tuple[str, object]
 
@@ -121,7 +121,7 @@ class Session:
         """Record stdin EOF: no more requests will be sent."""
         self._stdin_closed = True
 
-    def outgoing(self, number: int, line: bytes) -> str | BadLine:
+    def outgoing(self, number: int, line: bytes | bytearray) -> str | BadLine:
         """Check stdin line *number*; return its text to send, or why it is not sent.
 
         A line must be UTF-8 and exactly one JSON value that Codex's parser takes (:func:`proxy.envelope.check_line`:
@@ -130,12 +130,15 @@ class Session:
         sent, with a warning in :attr:`notice` (Codex drops it too).
         """
         self.notice = None
+        try:
+            text = line.decode("utf-8")  # the text to send, and the UTF-8 check msgspec leaves out
+        except UnicodeDecodeError as exc:
+            return BadLine(number, utf8_error(exc))
         envelope = check_line(line)
         if isinstance(envelope, str):
             return BadLine(number, envelope)
         if envelope.has_method and envelope.has_id and not _codex_id(envelope.id):
             return BadLine(number, f"a request whose id {_shown(envelope)} is neither a string nor a 64-bit integer")
-        text = line.decode("utf-8")
         if self._until:
             self._until_seen = False  # only a notification after this line ends the drain
         if envelope.has_method:

@@ -69,7 +69,7 @@ def _pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return dict(pairs)
 
 
-def oracle(line: bytes) -> bool:
+def oracle(line: bytes | bytearray) -> bool:
     """True when Codex 0.169.0 would take *line* (as far as its parser and request ids go)."""
     try:
         text = line.decode("utf-8")
@@ -149,7 +149,7 @@ def test_any_stdin_stream_gives_one_verdict_per_line_in_order(
     # A raw LF ends a line; a raw CR inside a line is JSON whitespace (or an error), never a line end.
     stream = b"".join(line + ending for line, ending in zip(body, endings, strict=False))
     splitter = LineSplitter(1 << 20)
-    items: list[tuple[int, bytes] | LineTooLong] = []
+    items: list[tuple[int, bytes | bytearray] | LineTooLong] = []
     for start in range(0, len(stream), cut):
         items += splitter.feed(stream[start : start + cut])
     items += splitter.end()

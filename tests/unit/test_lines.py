@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from proxy.lines import LineSplitter, LineTooLong, line_pieces, message_line
 
 
-def split_all(chunks: list[bytes], max_line_bytes: int = 1 << 20) -> list[tuple[int, bytes] | LineTooLong]:
+def split_all(chunks: list[bytes], max_line_bytes: int = 1 << 20) -> list[tuple[int, bytes | bytearray] | LineTooLong]:
     splitter = LineSplitter(max_line_bytes)
-    out: list[tuple[int, bytes] | LineTooLong] = []
+    out: list[tuple[int, bytes | bytearray] | LineTooLong] = []
     for chunk in chunks:
         out += splitter.feed(chunk)
     return out + splitter.end()
