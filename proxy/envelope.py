@@ -18,6 +18,7 @@ Neither raises on any input, however deep (:class:`RecursionError` is caught and
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -168,9 +169,23 @@ def check_line(data: bytes | bytearray) -> Envelope | str:
     return envelope
 
 
-def utf8_error(exc: UnicodeDecodeError) -> str:
-    """The reason for a line that is not UTF-8, completing "line N is ..."."""
-    return f"not valid UTF-8 (byte {exc.start + 1})"
+def utf8_error(data: bytes | bytearray) -> str | None:
+    """Why *data* is not UTF-8 (completing "line N is ..."), or None when it is.
+
+    Decoded 1 MiB at a time and thrown away: a whole decode of a large line would cost up to 4 bytes per
+    character as a str.
+    """
+    if data.isascii():
+        return None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    step = 1 << 20
+    for start in range(0, len(data), step):
+        try:
+            decoder.decode(view[start : start + step], final=start + step >= len(data))
+        except UnicodeDecodeError as exc:
+            return f"not valid UTF-8 (byte {start + exc.start + 1})"
+    return None
 
 
 def _why(data: bytes | bytearray, exc: msgspec.DecodeError) -> str:

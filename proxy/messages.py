@@ -8,6 +8,7 @@ passes the limit, each fragment counting a fixed overhead, so memory stays bound
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 #: Each text fragment counts this many bytes against the limit on top of its payload: about what one frame costs
@@ -109,16 +110,9 @@ class MessageAssembler:
         return TooBig(size, fragments)
 
 
-def utf8_fragments(text: str, limit: int) -> list[str]:
-    """Split *text* into pieces of at most *limit* bytes of UTF-8 each, never inside a character.
-
-    RFC 6455 §5.4 lets a text message be cut anywhere, even inside a character, but wsproto takes str, so cuts
-    fall on characters. When *limit* is smaller than a character (a server advertising 1 to 3 bytes), that
-    character is a fragment of its own, over the limit by at most 3 bytes: every piece makes progress, and a
-    limit that small is no real server's (Codex advertises 16 MiB).
-    """
-    data = text.encode("utf-8")
-    pieces: list[str] = []
+def _cuts(data: bytes | bytearray, limit: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each piece of UTF-8 *data*: at most *limit* bytes, never inside a character, except a
+    character longer than *limit*, which is a piece of its own."""
     start = 0
     while start < len(data):
         end = min(start + limit, len(data))
@@ -128,9 +122,20 @@ def utf8_fragments(text: str, limit: int) -> list[str]:
             end += 1
             while end < len(data) and data[end] & 0xC0 == 0x80:
                 end += 1
-        pieces.append(data[start:end].decode("utf-8"))
+        yield start, end
         start = end
-    return pieces
+
+
+def utf8_fragments(text: str, limit: int) -> list[str]:
+    """Split *text* into pieces of at most *limit* bytes of UTF-8 each, never inside a character.
+
+    RFC 6455 §5.4 lets a text message be cut anywhere, even inside a character, but wsproto takes str, so cuts
+    fall on characters. When *limit* is smaller than a character (a server advertising 1 to 3 bytes), that
+    character is a fragment of its own, over the limit by at most 3 bytes: every piece makes progress, and a
+    limit that small is no real server's (Codex advertises 16 MiB).
+    """
+    data = text.encode("utf-8")
+    return [data[start:end].decode("utf-8") for start, end in _cuts(data, limit)]
 
 
 def fragments(text: str, limit: int) -> list[str]:
@@ -139,3 +144,22 @@ def fragments(text: str, limit: int) -> list[str]:
     if len(text) * 4 <= limit or (text.isascii() and len(text) <= limit) or len(text.encode("utf-8")) <= limit:
         return [text]
     return utf8_fragments(text, limit)
+
+
+def text_fragments(text: str | bytes | bytearray, limit: int) -> Iterator[tuple[str, bool]]:
+    """The frames of a text message as (piece, is the last), one at a time; *text* as str or valid UTF-8.
+
+    From bytes, each piece is decoded only when its turn comes, so a large message is never a str whole (a
+    str costs 4 bytes per character once it holds one emoji). Cut as :func:`utf8_fragments`.
+    """
+    if isinstance(text, str):
+        pieces = fragments(text, limit)
+        for index, piece in enumerate(pieces):
+            yield piece, index == len(pieces) - 1
+        return
+    if len(text) <= limit:
+        yield text.decode("utf-8"), True
+        return
+    view = memoryview(text)
+    for start, end in _cuts(text, limit):
+        yield str(view[start:end], "utf-8"), end == len(text)

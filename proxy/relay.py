@@ -31,7 +31,7 @@ from wsproto.events import (
 from .errors import ExitStatus, ProxyError, errno_of, reason_of
 from .handshake import HandshakeResponse
 from .lines import LineSplitter, LineTooLong, line_pieces, message_line
-from .messages import MessageAssembler, TooBig, fragments, too_big_fragments
+from .messages import MessageAssembler, TooBig, text_fragments, too_big_fragments
 from .options import DEFAULT_MAX_FRAME_BYTES, MiB, ProxyOptions
 from .outbox import Outbox
 from .session import BadLine, Retry, Session
@@ -246,10 +246,9 @@ class Relay:
         log.warning("stdin line %d is %s; not sent", bad.number, bad.reason)
         return True
 
-    def _send_text(self, text: str) -> None:
-        pieces = fragments(text, self._frame_limit)
-        for index, piece in enumerate(pieces):
-            self._send(TextMessage(data=piece, message_finished=index == len(pieces) - 1))
+    def _send_text(self, text: str | bytes | bytearray) -> None:
+        for piece, last in text_fragments(text, self._frame_limit):
+            self._send(TextMessage(data=piece, message_finished=last))
 
     def _send(self, event: Event) -> None:
         self._to_socket.put(self._ws.send(event))

@@ -29,7 +29,7 @@ class BadLine:
 class Retry:
     """Send *text* (the request, unchanged, same id) again after *delay* seconds; its error is not delivered."""
 
-    text: str
+    text: bytes | bytearray
     delay: float
     attempt: int
 
@@ -82,7 +82,7 @@ class Session:
         self._until_seen = not until
         self._retries = overload_retries
         self._rng = rng or random.Random()
-        self._requests: dict[IdKey, str] = {}  # texts of requests in flight, kept only for retries
+        self._requests: dict[IdKey, bytes | bytearray] = {}  # texts of requests in flight, kept only for retries
         self._requests_chars = 0  # their total length, at most RETRY_MEMORY_CHARS
         self.notice: str | None = None  # a warning about the last line :meth:`outgoing` accepted, if any
         self._attempts: Counter[IdKey] = Counter()
@@ -121,8 +121,8 @@ class Session:
         """Record stdin EOF: no more requests will be sent."""
         self._stdin_closed = True
 
-    def outgoing(self, number: int, line: bytes | bytearray) -> str | BadLine:
-        """Check stdin line *number*; return its text to send, or why it is not sent.
+    def outgoing(self, number: int, line: bytes | bytearray) -> bytes | bytearray | BadLine:
+        """Check stdin line *number*; return the line to send (the same object: UTF-8, unchanged), or why not.
 
         A line must be UTF-8 and exactly one JSON value that Codex's parser takes (:func:`proxy.envelope.check_line`:
         RFC 8259, no lone surrogates, at most 127 levels deep), and a request's id must be a string or an integer
@@ -130,10 +130,10 @@ class Session:
         sent, with a warning in :attr:`notice` (Codex drops it too).
         """
         self.notice = None
-        try:
-            text = line.decode("utf-8")  # the text to send, and the UTF-8 check msgspec leaves out
-        except UnicodeDecodeError as exc:
-            return BadLine(number, utf8_error(exc))
+        bad_utf8 = utf8_error(line)  # msgspec does not check UTF-8 inside the strings it skips
+        if bad_utf8 is not None:
+            return BadLine(number, bad_utf8)
+        text = line
         envelope = check_line(line)
         if isinstance(envelope, str):
             return BadLine(number, envelope)

@@ -10,7 +10,7 @@ from proxy.session import BadLine, Retry, Session, backoff_delay, id_key
 
 def test_request_ids_tracked_until_their_responses_in_any_order() -> None:
     session = Session()
-    assert session.outgoing(1, b'{"method":"a","id":1}') == '{"method":"a","id":1}'
+    assert session.outgoing(1, b'{"method":"a","id":1}') == b'{"method":"a","id":1}'
     session.outgoing(2, b'{"method":"b","id":"1"}')
     session.outgoing(3, b'{"method":"initialized"}')  # notification: nothing owed
     session.close_stdin()
@@ -87,7 +87,7 @@ def test_overload_error_is_retried_with_the_same_request_then_delivered() -> Non
     request = '{"method":"thread/list","id":9,"params":{}}'
     session.outgoing(1, request.encode())
     first = session.incoming(overloaded(9))
-    assert isinstance(first, Retry) and first.text == request and first.attempt == 1
+    assert isinstance(first, Retry) and first.text == request.encode() and first.attempt == 1
     second = session.incoming(overloaded(9))
     assert isinstance(second, Retry) and second.attempt == 2
     assert session.outstanding == 1

@@ -19,9 +19,9 @@ def request(depth: int) -> bytes:
 
 def test_127_levels_pass_and_128_are_refused() -> None:
     session = Session()
-    assert isinstance(session.outgoing(1, request(127)), str)
+    assert not isinstance(session.outgoing(1, request(127)), BadLine)
     assert session.outgoing(2, request(128)) == BadLine(2, "nested more than 127 levels deep (Codex's limit)")
-    assert isinstance(session.outgoing(3, nested(127)), str)
+    assert not isinstance(session.outgoing(3, nested(127)), BadLine)
     assert isinstance(session.outgoing(4, nested(128)), BadLine)
 
 
@@ -29,11 +29,11 @@ def test_deep_lines_are_refused_without_recursion_and_later_lines_still_pass() -
     session = Session()
     assert session.outgoing(1, nested(100_000)) == BadLine(1, "nested more than 127 levels deep (Codex's limit)")
     assert isinstance(session.outgoing(2, b'{"a":' * 5000 + b"1" + b"}" * 5000), BadLine)
-    assert session.outgoing(3, b'{"id":1,"method":"m"}') == '{"id":1,"method":"m"}'
+    assert session.outgoing(3, b'{"id":1,"method":"m"}') == b'{"id":1,"method":"m"}'
 
 
 def test_brackets_inside_strings_do_not_count() -> None:
-    assert isinstance(Session().outgoing(1, b'{"a":"' + b"[" * 500 + b'\\"{{"}'), str)
+    assert not isinstance(Session().outgoing(1, b'{"a":"' + b"[" * 500 + b'\\"{{"}'), BadLine)
 
 
 def test_non_finite_numbers_are_refused() -> None:
@@ -49,8 +49,8 @@ def test_lone_surrogate_escapes_are_refused_and_pairs_pass() -> None:
     assert session.outgoing(1, b'{"a":"\\ud800"}') == BadLine(1, reason)
     assert session.outgoing(2, b'{"a":"\\udc00x"}') == BadLine(2, reason)
     assert session.outgoing(3, b'{"a":"\\ud800\\u0041"}') == BadLine(3, reason)
-    assert isinstance(session.outgoing(4, b'{"a":"\\ud83d\\ude00"}'), str)
-    assert isinstance(session.outgoing(5, b'{"a":"\\\\ud800"}'), str)  # an escaped backslash, then text
+    assert not isinstance(session.outgoing(4, b'{"a":"\\ud83d\\ude00"}'), BadLine)
+    assert not isinstance(session.outgoing(5, b'{"a":"\\\\ud800"}'), BadLine)  # an escaped backslash, then text
 
 
 def test_what_codex_accepts_is_sent_byte_exact() -> None:
@@ -60,7 +60,7 @@ def test_what_codex_accepts_is_sent_byte_exact() -> None:
         b'{"id":1,"method":"m","params":{"x":' + b"1" * 5000 + b"}}",
         b'{"id":1,"method":"m","params":{"x":1,"x":2}}',
     ]:
-        assert Session().outgoing(1, line) == line.decode()
+        assert Session().outgoing(1, line) == line
 
 
 def test_ids_codex_does_not_answer_are_refused() -> None:
@@ -68,20 +68,20 @@ def test_ids_codex_does_not_answer_are_refused() -> None:
     session = Session()
     assert isinstance(session.outgoing(1, b'{"id":1.5,"method":"m"}'), BadLine)
     assert isinstance(session.outgoing(2, b'{"id":' + b"1" * 25 + b',"method":"m"}'), BadLine)
-    assert isinstance(session.outgoing(3, b'{"id":9223372036854775807,"method":"m"}'), str)
-    assert session.outgoing(4, b'{"id":1.5,"result":{}}') == '{"id":1.5,"result":{}}'  # a response: not ours
+    assert not isinstance(session.outgoing(3, b'{"id":9223372036854775807,"method":"m"}'), BadLine)
+    assert session.outgoing(4, b'{"id":1.5,"result":{}}') == b'{"id":1.5,"result":{}}'  # a response: not ours
     assert session.outstanding == 1
 
 
 def test_a_request_reusing_an_id_in_flight_is_sent_with_a_warning() -> None:
     session = Session()
-    assert isinstance(session.outgoing(1, b'{"id":7,"method":"m"}'), str)
+    assert not isinstance(session.outgoing(1, b'{"id":7,"method":"m"}'), BadLine)
     assert session.notice is None
-    assert isinstance(session.outgoing(2, b'{"id":7,"method":"m"}'), str)
+    assert not isinstance(session.outgoing(2, b'{"id":7,"method":"m"}'), BadLine)
     assert session.notice is not None and "line 2 reuses id 7" in session.notice
     session.incoming('{"id":7,"result":{}}')
     session.incoming('{"id":7,"result":{}}')
-    assert isinstance(session.outgoing(3, b'{"id":7,"method":"m"}'), str)
+    assert not isinstance(session.outgoing(3, b'{"id":7,"method":"m"}'), BadLine)
     assert session.notice is None
 
 
@@ -91,7 +91,7 @@ def test_retry_texts_are_bounded_and_requests_past_the_bound_are_not_retried() -
     count = RETRY_MEMORY_CHARS // (size - 40) + 10  # each line is shorter than size: go well past the bound
     for n in range(count):
         line = b'{"id":%d,"method":"m","params":"%s"}' % (n, b"x" * (size - 40))
-        assert isinstance(session.outgoing(n + 1, line), str)
+        assert not isinstance(session.outgoing(n + 1, line), BadLine)
     assert session.retry_memory <= RETRY_MEMORY_CHARS
     overloaded = '{"id":%d,"error":{"code":-32001,"message":"Server overloaded; retry later."}}'
     assert isinstance(session.incoming(overloaded % 0), Retry)
@@ -103,7 +103,7 @@ def test_retry_texts_are_bounded_and_requests_past_the_bound_are_not_retried() -
 
 def test_deep_server_messages_cross_requests_off_without_recursion() -> None:
     session = Session(until=frozenset({"turn/completed"}))
-    assert isinstance(session.outgoing(1, b'{"id":1,"method":"m"}'), str)
+    assert not isinstance(session.outgoing(1, b'{"id":1,"method":"m"}'), BadLine)
     assert session.incoming('{"id":1,"result":' + "[" * 5000 + "]" * 5000 + "}") is None
     assert session.outstanding == 0
     session.close_stdin()
