@@ -126,8 +126,8 @@ class Session:
 
         A line must be UTF-8 and exactly one JSON value that Codex's parser takes (:func:`proxy.envelope.check_line`:
         RFC 8259, no lone surrogates, at most 127 levels deep), and a request's id must be a string or an integer
-        in i64: Codex drops anything else without a reply. A request reusing the id of one still in flight is
-        sent, with a warning in :attr:`notice` (Codex drops it too).
+        in i64 (a null id is sent as it is): Codex drops anything else without a reply. A request reusing the id
+        of one still in flight is sent, with a warning in :attr:`notice` (Codex drops it too).
         """
         self.notice = None
         bad_utf8 = utf8_error(line)  # msgspec does not check UTF-8 inside the strings it skips
@@ -137,7 +137,7 @@ class Session:
         envelope = check_line(line)
         if isinstance(envelope, str):
             return BadLine(number, envelope)
-        if envelope.has_method and envelope.has_id and not _codex_id(envelope.id):
+        if envelope.has_method and envelope.has_id and envelope.id_json != "null" and not _codex_id(envelope.id):
             return BadLine(number, f"a request whose id {_shown(envelope)} is neither a string nor a 64-bit integer")
         if self._until:
             self._until_seen = False  # only a notification after this line ends the drain

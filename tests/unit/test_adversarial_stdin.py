@@ -78,7 +78,7 @@ def oracle(line: bytes | bytearray) -> bool:
         return False
     if _depth(text) > MAX_DEPTH or _surrogate(value):
         return False
-    if isinstance(value, dict) and "method" in value and "id" in value:
+    if isinstance(value, dict) and "method" in value and value.get("id") is not None:
         id_ = value["id"]
         if not isinstance(id_, str) and not (type(id_) is int and ID_MIN <= id_ <= ID_MAX):
             return False
