@@ -18,6 +18,10 @@ from dataclasses import dataclass
 FRAGMENT_OVERHEAD = 128
 
 
+#: A stdin line over the server's frame limit is sent in fragments of at most this many bytes.
+FRAGMENT_BYTES = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class TooBig:
     """A message passed the limit.
@@ -150,7 +154,9 @@ def text_fragments(text: str | bytes | bytearray, limit: int) -> Iterator[tuple[
     """The frames of a text message as (piece, is the last), one at a time; *text* as str or valid UTF-8.
 
     From bytes, each piece is decoded only when its turn comes, so a large message is never a str whole (a
-    str costs 4 bytes per character once it holds one emoji). Cut as :func:`utf8_fragments`.
+    str costs 4 bytes per character once it holds one emoji), and a message over *limit* goes in pieces of at
+    most :data:`FRAGMENT_BYTES` (any cut is valid, RFC 6455 §5.4): each piece costs a few copies of itself on
+    its way into the socket queue, so small pieces keep that cost small. Cut as :func:`utf8_fragments`.
     """
     if isinstance(text, str):
         pieces = fragments(text, limit)
@@ -161,5 +167,5 @@ def text_fragments(text: str | bytes | bytearray, limit: int) -> Iterator[tuple[
         yield text.decode("utf-8"), True
         return
     view = memoryview(text)
-    for start, end in _cuts(text, limit):
+    for start, end in _cuts(text, min(limit, FRAGMENT_BYTES)):
         yield str(view[start:end], "utf-8"), end == len(text)
