@@ -324,7 +324,7 @@ class Relay:
                 going_on = False
                 break
         if lines:
-            self._to_stdout.put(b"".join(lines))
+            self._to_stdout.put(lines[0] if len(lines) == 1 else b"".join(lines))  # one line: no copy to join
         self._tap.flush()
         if self._session.drained:
             self._drained.set()

@@ -157,6 +157,7 @@ def ping_storm(count: int) -> Callable[[ScriptedConnection], Awaitable[None]]:
         batch = ping * 10_000
         for _ in range(count // 10_000):
             await conn.send_raw(batch)  # never reading meanwhile
+        await conn.send_text('{"id":1,"result":{}}')
         await conn.send_text(DONE)
         await conn.wait_eof()
 
