@@ -3,7 +3,7 @@
 Codex drops the connection on a frame over its advertised limit (16 MiB), so :func:`fragments` cuts larger
 messages. wsproto hands over an incoming data frame as one or more events as its bytes arrive;
 :class:`MessageAssembler` joins them into whole messages (UTF-8 bytes) and stops holding a message once it
-passes the limit, each fragment counting a fixed overhead, so memory stays bounded.
+passes the limit, each fragment counting at least a fixed overhead, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-#: Each text fragment counts this many bytes against the limit on top of its payload: about what one frame costs
-#: while wsproto parses it and Python holds it as an event and a str (measured: 1 MiB in 2-byte fragments once
-#: cost 60 MiB). So a flood of tiny or empty fragments trips ``--max-incoming-size`` as its memory would: with
-#: the 256 MiB default, about two million fragments per message.
+#: Each text fragment counts at least this many bytes against the limit, however small its payload: about what
+#: one frame costs while wsproto parses it and Python holds it as an event and a str (measured: 1 MiB in 2-byte
+#: fragments once cost 60 MiB). So a flood of tiny or empty fragments trips ``--max-incoming-size`` as its
+#: memory would (with the 256 MiB default, about two million fragments per message), while a message cut in
+#: fragments of ordinary size counts its bytes only.
 FRAGMENT_OVERHEAD = 128
 
 
@@ -26,7 +27,8 @@ FRAGMENT_BYTES = 1024 * 1024
 class TooBig:
     """A message passed the limit.
 
-    :ivar size: how much of it had arrived, in bytes (at least), counting :data:`FRAGMENT_OVERHEAD` per fragment.
+    :ivar size: how much of it had arrived, in bytes (at least), each fragment counting at least
+        :data:`FRAGMENT_OVERHEAD`.
     :ivar fragments: how many fragments had arrived (1: a single frame).
     """
 
@@ -45,7 +47,7 @@ def too_big_fragments(too_big: TooBig) -> str:
     """Words for a message's fragment count in the "over --max-incoming-size" line ("" for one frame)."""
     if too_big.fragments <= 1:
         return ""
-    return f" (in {too_big.fragments} fragments, each counted {FRAGMENT_OVERHEAD} bytes over its payload)"
+    return f" (in {too_big.fragments} fragments, each counted as at least {FRAGMENT_OVERHEAD} bytes)"
 
 
 class MessageAssembler:
@@ -56,7 +58,7 @@ class MessageAssembler:
     whole, which would cost 4 bytes per character for a message with one emoji in it.
 
     :param max_size: the largest message accepted, in bytes of UTF-8 (``--max-incoming-size``), each fragment
-        counting :data:`FRAGMENT_OVERHEAD` more. After a :class:`TooBig`, the rest of that message is dropped as
+        counting at least :data:`FRAGMENT_OVERHEAD`. After a :class:`TooBig`, the rest of that message is dropped as
         it arrives.
     """
 
@@ -86,11 +88,11 @@ class MessageAssembler:
                 return self._too_big(len(encoded), 1, finished)
             return encoded
         self._fragments += 1
-        if self._counted + FRAGMENT_OVERHEAD + len(data) > self._max:  # characters <= bytes: a safe early test
-            return self._too_big(self._counted + FRAGMENT_OVERHEAD + len(data), self._fragments, finished)
+        if self._counted + max(FRAGMENT_OVERHEAD, len(data)) > self._max:  # characters <= bytes: a safe test
+            return self._too_big(self._counted + max(FRAGMENT_OVERHEAD, len(data)), self._fragments, finished)
         held = len(self._buffer)
         self._buffer += data.encode("utf-8")
-        self._counted += FRAGMENT_OVERHEAD + len(self._buffer) - held
+        self._counted += max(FRAGMENT_OVERHEAD, len(self._buffer) - held)
         if self._counted > self._max:
             return self._too_big(self._counted, self._fragments, finished)
         if not finished:

@@ -58,8 +58,9 @@ def test_too_big_is_reported_once_and_the_rest_dropped() -> None:
     wire = b"".join(server.send(TextMessage(data="x" * 10, message_finished=False)) for _ in range(5))
     wire += server.send(TextMessage(data="end", message_finished=True))
     wire += server.send(TextMessage(data="next"))
-    limit = 3 * FRAGMENT_OVERHEAD + 25  # the third fragment passes it
-    assert receive(wire, [], max_size=limit) == [TooBig(3 * (FRAGMENT_OVERHEAD + 10), 3), "next"]
+    # Small fragments count at least FRAGMENT_OVERHEAD bytes each: here the fourth passes the limit.
+    limit = 3 * FRAGMENT_OVERHEAD + 25
+    assert receive(wire, [], max_size=limit) == [TooBig(4 * FRAGMENT_OVERHEAD, 4), "next"]
 
 
 def test_single_frame_over_the_limit_counts_utf8_bytes() -> None:
