@@ -44,10 +44,10 @@ _ERROR = msgspec.json.Decoder(_Error)
 _ANY = msgspec.json.Decoder(msgspec.Raw)  # validates, builds nothing
 _SCALAR = msgspec.json.Decoder()
 
-#: A JSON string (valid JSON assumed); used to take strings out before counting brackets.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _BRACKETS = bytes.maketrans(b"{}", b"[]")
-_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+_NOT_QUOTES_OR_BRACKETS = bytes(set(range(256)) - set(b'"[]{}'))
+#: A string once only quotes and brackets are left (escaped quotes removed before).
+_QUOTED = re.compile(rb'"[^"]*"')
 #: An escape of a UTF-16 surrogate, preceded by an even number of backslashes (so it is an escape).
 _SURROGATE = re.compile(rb"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
@@ -124,12 +124,16 @@ def _envelope(top: _Top) -> Envelope:
 def depth_over(data: bytes | bytearray, limit: int = MAX_DEPTH) -> bool:
     """True when the valid JSON text *data* nests arrays and objects more than *limit* levels deep.
 
-    Without a parse and without recursion: strings are taken out, the brackets kept, and innermost ``[]`` pairs
-    removed level by level, so the work is at most *limit* passes of C code over the brackets.
+    Without a parse and without recursion: only quotes and brackets are kept, strings taken out, and innermost
+    ``[]`` pairs removed level by level, so the work is at most *limit* passes of C code over the brackets, and
+    the copies are no larger than the brackets and quotes of the text.
     """
     if data.count(b"[") + data.count(b"{") <= limit:
         return False
-    brackets = _STRING.sub(b"", data).translate(_BRACKETS, _NOT_BRACKETS)
+    if b"\\" in data:  # only inside strings: drop escaped backslashes, then escaped quotes, so quotes pair up
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Keep quotes and brackets only (smaller than the text), then drop what was inside strings.
+    brackets = _QUOTED.sub(b"", data.translate(_BRACKETS, _NOT_QUOTES_OR_BRACKETS))
     if b"[" * (limit + 1) in brackets:
         return True
     for _ in range(limit):

@@ -34,6 +34,11 @@ def test_deep_lines_are_refused_without_recursion_and_later_lines_still_pass() -
 
 def test_brackets_inside_strings_do_not_count() -> None:
     assert not isinstance(Session().outgoing(1, b'{"a":"' + b"[" * 500 + b'\\"{{"}'), BadLine)
+    # Escaped backslashes before a closing quote, escaped quotes, other escapes: the strings still pair up.
+    tricky = b'{"a\\\\":"\\\\","b":"\\"[\\n\\\\\\"","c":' + nested(126) + b',"d":"' + b"]" * 300 + b'"}'
+    assert not isinstance(Session().outgoing(1, tricky), BadLine)
+    deeper = tricky.replace(nested(126), nested(127))
+    assert Session().outgoing(2, deeper) == BadLine(2, "nested more than 127 levels deep (Codex's limit)")
 
 
 def test_non_finite_numbers_are_refused() -> None:
