@@ -36,7 +36,7 @@ class Retry:
 
 #: Codex's JSON-RPC error code for a full intake queue ("Server overloaded; retry later.").
 OVERLOADED = -32001
-#: At most this many characters of request text are kept for overload retries, all requests in flight together;
+#: At most this many bytes of request text are kept for overload retries, all requests in flight together;
 #: a request that does not fit is still sent and tracked, but not retried (its ``-32001`` error is delivered).
 RETRY_MEMORY_CHARS = 16 * 1024 * 1024
 #: Codex's request ids (measured on 0.169.0): a string or an integer in i64; a line with any other id gets no reply.
@@ -94,7 +94,7 @@ class Session:
 
     @property
     def retry_memory(self) -> int:
-        """Characters of request text kept for overload retries (at most :data:`RETRY_MEMORY_CHARS`)."""
+        """Bytes of request text kept for overload retries (at most :data:`RETRY_MEMORY_CHARS`)."""
         return self._requests_chars
 
     @property
