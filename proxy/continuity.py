@@ -37,7 +37,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .inflight import InFlight, compact, parse_object
+from .inflight import InFlight, Text, compact, parse_object
 from .pending import Deliver, Forward, ServerRequests, with_id
 
 #: JSON-RPC error code of the response a request gets when the connection was lost before its response came
@@ -81,17 +81,25 @@ class Step:
 
     #: Texts to send to the app-server, in order: the proxy's own (replay, a client's answer sent again) and, in
     #: the step that handles a client message, that message.
-    to_server: list[str] = field(default_factory=list)
+    to_server: list[Text] = field(default_factory=list)
     #: Texts to deliver to the client, in order.
-    to_client: list[str] = field(default_factory=list)
+    to_client: list[Text] = field(default_factory=list)
     #: The client's held messages, to send after :attr:`to_server`, in order.
-    held: list[str] = field(default_factory=list)
+    held: list[Text] = field(default_factory=list)
     #: Call :meth:`Continuity.retry_resumes` after this many seconds if the connection is still the same.
     retry_after: float | None = None
     #: The new connection refused the replay: the session cannot be restored; why, in words.
     failed: str | None = None
     #: The session was restored by this step: the client may be read again.
     restored: bool = False
+
+
+def _may_matter(text: Text) -> bool:
+    """False when *text* cannot be a response, a server request or ``serverRequest/resolved``: it has no ``"id"``
+    key (nor an escape that could spell one) and is not that notification."""
+    if isinstance(text, str):
+        return '"id"' in text or "\\u" in text or "serverRequest/resolved" in text
+    return b'"id"' in text or b"\\u" in text or b"serverRequest/resolved" in text
 
 
 def _error_text(message: dict[str, object]) -> str:
@@ -129,9 +137,9 @@ class Continuity:
         self._requests = ServerRequests()
         self._in_flight = InFlight()
         self._initialize: dict[str, object] | None = None  # once answered with a result
-        self._initialized: str | None = None
+        self._initialized: Text | None = None
         self._threads: dict[str, None] = {}  # an ordered set
-        self._held: list[str] = []
+        self._held: list[Text] = []
         self.held_bytes = 0
         # The replay of the current outage.
         self._replay_ids: dict[str, str | None] = {}  # id -> thread id (None: the initialize)
@@ -162,15 +170,15 @@ class Continuity:
 
     # -- the client's messages -------------------------------------------------------------------------
 
-    def client_message(self, text: str) -> Step:
+    def client_message(self, text: Text) -> Step:
         """A message from the client: sent now, or held until the session is restored."""
         if self.phase is not Phase.CONNECTED:
             self._held.append(text)
-            self.held_bytes += len(text.encode("utf-8"))
+            self.held_bytes += len(text.encode("utf-8")) if isinstance(text, str) else len(text)
             return Step()
         return Step(to_server=self._outgoing(text))
 
-    def _outgoing(self, text: str) -> list[str]:
+    def _outgoing(self, text: Text) -> list[Text]:
         message = parse_object(text)
         if message is None:
             return [text]
@@ -179,7 +187,7 @@ class Continuity:
             if "id" in message:
                 self._in_flight.sent(message, method)
             elif method == "initialized":
-                self._initialized = text
+                self._initialized = bytes(text) if isinstance(text, bytearray) else text  # kept: never changed
             return [text]
         if "id" in message and ("result" in message or "error" in message):
             answer = self._requests.from_client(message, text, self.generation)
@@ -188,10 +196,10 @@ class Continuity:
 
     # -- the server's messages -------------------------------------------------------------------------
 
-    def server_message(self, text: str) -> Step:
+    def server_message(self, text: Text) -> Step:
         """A message from the app-server: delivered to the client, or kept from it (replay responses, re-sent
         requests the client has seen)."""
-        if '"id"' not in text and "\\u" not in text and "serverRequest/resolved" not in text:
+        if not _may_matter(text):
             return Step(to_client=[text])  # a notification with nothing to note: skip the parse on the hot path
         message = parse_object(text)
         if message is None:

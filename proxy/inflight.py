@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from .session import IdKey, id_key
 
+#: A message's text: str, or its UTF-8 bytes (the relay passes bytes on its hot paths).
+Text = str | bytes | bytearray
+
 
 @dataclass(frozen=True)
 class Request:
@@ -67,7 +70,7 @@ class InFlight:
         return requests
 
 
-def parse_object(text: str) -> dict[str, object] | None:
+def parse_object(text: Text) -> dict[str, object] | None:
     """*text* as a JSON object, or None when it is not one."""
     try:
         message = json.loads(text)

@@ -18,6 +18,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from .inflight import Text
 from .session import IdKey, id_key
 
 #: How many seen server requests are kept (the oldest is forgotten first); Codex rarely has more than a few pending.
@@ -64,7 +65,7 @@ class Suppress:
 class Forward:
     """Send the client's answer to the server as *text* now."""
 
-    text: str
+    text: Text
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class ServerRequests:
             self._seen.popitem(last=False)
         return Deliver()
 
-    def from_client(self, message: dict[str, object], text: str, generation: int) -> Forward | Park:
+    def from_client(self, message: dict[str, object], text: Text, generation: int) -> Forward | Park:
         """The client's answer *text* (a response, parsed as *message*) while the connection of *generation* is
         open: forward it (under the server's current id for that request), or park it."""
         key = id_key(message.get("id"))

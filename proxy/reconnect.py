@@ -30,7 +30,7 @@ from .continuity import HOLD_LIMIT_BYTES, Continuity, Step, reconnect_delay
 from .errors import ExitStatus, ProxyError
 from .handshake import HandshakeResponse
 from .trace import Tap
-from .upstream import Upstream, UpstreamEnd, UpstreamListener
+from .upstream import Text, Upstream, UpstreamEnd, UpstreamListener
 
 log = logging.getLogger("codex_appserver")
 
@@ -72,7 +72,7 @@ class _Link:
         self._owner = owner
         self._generation = generation
 
-    def upstream_messages(self, texts: list[str]) -> bool:
+    def upstream_messages(self, texts: list[Text]) -> bool:
         return self._owner._messages(self._generation, texts)
 
     def upstream_ended(self, end: UpstreamEnd) -> None:
@@ -142,7 +142,7 @@ class ReconnectingUpstream:
         """True until the session ends: while reconnecting, the client's messages are held, not refused."""
         return not self._closing and not self._gave_up
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: Text) -> None:
         """Send one message from the client now, or hold it while the session is being restored."""
         self._apply(self._continuity.client_message(text))
 
@@ -229,10 +229,10 @@ class ReconnectingUpstream:
         # At once, in the same step as the loss: no client message may reach the dead connection.
         self._apply(self._continuity.lost(_short(end), self._reconnect.timeout))
 
-    def _messages(self, generation: int, texts: list[str]) -> bool:
+    def _messages(self, generation: int, texts: list[Text]) -> bool:
         if generation != self._generation or self._lost.is_set():
             return False
-        delivered: list[str] = []
+        delivered: list[Text] = []
         for text in texts:
             step = self._continuity.server_message(text)
             if self._tap.active and not (step.to_client and step.to_client[0] is text):

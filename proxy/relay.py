@@ -32,6 +32,7 @@ from .upstream import (
     GOING_AWAY,
     MESSAGE_TOO_BIG,
     NORMAL_CLOSURE,
+    Text,
     Upstream,
     UpstreamEnd,
     UpstreamListener,
@@ -67,7 +68,7 @@ class Downstream(Protocol):
     async def run(self, relay: Relay) -> None:
         """Read the client and write to it until cancelled."""
 
-    def deliver(self, texts: list[str]) -> None:
+    def deliver(self, texts: list[Text]) -> None:
         """Queue whole text messages for the client, in order; never blocks.
 
         :raises ProxyError: the queue cannot take them (the spool is full or its disk failed).
@@ -213,7 +214,7 @@ class Relay:
 
     # -- downstream -> upstream ------------------------------------------------------------------------
 
-    def forward(self, text: str) -> None:
+    def forward(self, text: Text) -> None:
         """Send one message from the client to the app-server (the caller checked :attr:`Upstream.open`)."""
         if self._tap.active and isinstance(self.upstream, Upstream):  # a reconnecting one traces what it sends
             self._tap.message("out", text)
@@ -243,12 +244,12 @@ class Relay:
 
     # -- upstream -> downstream (UpstreamListener) -----------------------------------------------------
 
-    def upstream_messages(self, texts: list[str]) -> bool:
+    def upstream_messages(self, texts: list[Text]) -> bool:
         """Pass the app-server's messages to the client, minus overload errors the session retries."""
         try:
             session = self._session
             if texts and (session is not None or self._tap.active):
-                kept: list[str] = []
+                kept: list[Text] = []
                 for text in texts:
                     if self._tap.active:
                         self._tap.message("in", text)

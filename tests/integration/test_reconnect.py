@@ -264,14 +264,16 @@ async def test_a_reconnect_that_never_succeeds_ends_as_a_lost_connection(tmp_pat
     assert notes[0]["method"] == "proxy/reconnecting"
     failed = notes[1]
     assert failed["method"] == "proxy/reconnectFailed"
-    assert failed["params"]["attempts"] >= 2
+    attempts = failed["params"]["attempts"]
+    assert attempts >= 1  # about 5 in 2 s; fewer on a loaded machine
     assert f"no app-server is listening at {path}" in failed["params"]["reason"]
     assert timeout * 1000 <= failed["params"]["durationMs"] < (timeout + 5) * 1000
     lines = stderr_lines(result.stderr)
     assert len(lines) == 2, lines
     assert lines[0].endswith(f"reconnecting (--reconnect, up to {timeout:g} s)")
     assert lines[1].startswith(f"lost the connection to the app-server at {path}")
-    assert f"gave up reconnecting after {failed['params']['attempts']} attempts in {timeout:g} s" in lines[1]
+    plural = "s" if attempts != 1 else ""
+    assert f"gave up reconnecting after {attempts} attempt{plural} in {timeout:g} s" in lines[1]
     assert lines[1].endswith("see --reconnect-timeout")
 
 
@@ -520,7 +522,7 @@ def test_serve_closes_a_client_with_1012_when_reconnecting_fails() -> None:
             close = ws.protocol.close_rcvd
             assert close is not None
             assert (close.code, close.reason) == (1012, "the app-server connection was lost")
-            bridge.wait_for_line(r"gave up reconnecting after \d+ attempts in 1 s: no app-server is listening")
+            bridge.wait_for_line(r"gave up reconnecting after \d+ attempts? in 1 s: no app-server is listening")
     finally:
         pool.close()
 

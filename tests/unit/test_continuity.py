@@ -20,6 +20,7 @@ from proxy.continuity import (
     Step,
     reconnect_delay,
 )
+from proxy.inflight import Text
 from proxy.reconnect import reconnectable
 from proxy.session import id_key
 from proxy.upstream import UpstreamEnd
@@ -31,7 +32,7 @@ def text(message: JsonObject) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
-def parsed(texts: list[str]) -> list[JsonObject]:
+def parsed(texts: list[Text]) -> list[JsonObject]:
     return [json.loads(t) for t in texts]
 
 
@@ -461,7 +462,7 @@ class Model:
             for request in list(self.pending.values()):
                 self.run(receive(self.c, request))
 
-    def server_receives(self, message_text: str) -> None:
+    def server_receives(self, message_text: Text) -> None:
         message = json.loads(message_text)
         if "method" not in message:
             self.inbox.append(message)  # an answer to one of the server's requests: read later, or lost
