@@ -577,3 +577,23 @@ def test_which_endings_are_reconnected() -> None:
     assert reconnectable(end("closed", 1012)) and reconnectable(end("closed", 1001))
     assert not reconnectable(end("closed", 1000)) and not reconnectable(end("closed", 1011))
     assert not reconnectable(end("protocol")) and not reconnectable(end("too-big"))
+
+
+def test_utf8_bytes_pass_through_unchanged() -> None:
+    """The relay hands over messages as UTF-8 bytes on its hot paths: they pass as the same objects."""
+    c, _ = session()
+    request = bytearray(b'{"method":"thread/list","id":7,"params":{"q":"caf\xc3\xa9"}}')
+    step = c.client_message(request)
+    assert step.to_server == [request] and step.to_server[0] is request
+    delta = b'{"method":"item/agentMessage/delta","params":{"delta":"\xe2\x80\xa8"}}'
+    assert c.server_message(delta).to_client[0] is delta
+    answer = b'{"id":7,"result":{"data":[]}}'
+    assert c.server_message(answer).to_client == [answer]
+    assert c.in_flight == 0
+    approval = text(APPROVAL).encode()
+    assert c.server_message(approval).to_client == [approval]
+    c.lost("EOF", 60)
+    c.client_message(b'{"id":0,"result":{"decision":"accept"}}')
+    assert c.held_bytes == len(b'{"id":0,"result":{"decision":"accept"}}')
+    replay(c)
+    assert parsed(c.server_message(approval).to_server) == [{"id": 0, "result": {"decision": "accept"}}]
