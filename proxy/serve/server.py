@@ -30,10 +30,14 @@ from ..handshake import HandshakeResponse
 from ..relay import Relay
 from ..trace import Tap
 from ..upstream import GOING_AWAY
+from .auth import KNOWN_SUBPROTOCOLS
 from .client import WebSocketEndpoint
 from .http import BadRequest, ServerHandshake
+from .notify import Notifier
 from .options import ServeOptions
+from .resume import RESUME_SUBPROTOCOL
 from .rules import Gate, HttpRequest, Probe, Respond, Upgrade, admit, url_host
+from .sessions import Sessions, credentials_of
 
 log = logging.getLogger("codex_appserver")
 #: One line per connection at open and at close, shown at the default verbosity.
@@ -96,7 +100,14 @@ class Bridge:
     def __init__(self, options: ServeOptions, listener: trio.SocketListener) -> None:
         self._options = options
         self._listener = listener
-        self._gate = Gate(options.token, options.allowed_origins, options.max_clients)
+        self._gate = Gate(
+            options.token,
+            options.allowed_origins,
+            options.max_clients,
+            known_subprotocols=(*KNOWN_SUBPROTOCOLS, RESUME_SUBPROTOCOL),
+        )
+        notifier = Notifier(options.notify_command) if options.notify_command else None
+        self._sessions = Sessions(options, notifier)
         self._clients = 0
         self._pending = 0
         self._relays: set[Relay] = set()
@@ -120,6 +131,7 @@ class Bridge:
     async def serve(self) -> None:
         """Accept connections until :meth:`shut_down`, then wait for every connection to end."""
         async with trio.open_nursery() as nursery:
+            self._sessions.start(nursery)
             with self._accepting:
                 while True:
                     stream = await self._listener.accept()
@@ -134,6 +146,7 @@ class Bridge:
             scope.cancel()
         for relay in self._relays:
             relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
+        self._sessions.shut_down()
 
     # -- one connection --------------------------------------------------------------------------------
 
@@ -252,6 +265,9 @@ class Bridge:
                 await trio.aclose_forcefully(upstream)
                 await self._respond(stream, handshake, Respond(400, b"bad request: an upgrade has no body\n"))
                 return
+            if upgrade.subprotocol == RESUME_SUBPROTOCOL:
+                await self._resumable(stream, handshake, accept, upstream, response, peer, started, request)
+                return
             async with upstream:
                 await self._relay(stream, handshake, accept, upstream, response, peer, started, request)
         finally:
@@ -311,6 +327,42 @@ class Bridge:
             trio.current_time() - started,
             endpoint.from_client,
             endpoint.to_client,
+        )
+
+    async def _resumable(
+        self,
+        stream: trio.abc.Stream,
+        handshake: ServerHandshake,
+        accept: bytes,
+        upstream: trio.abc.Stream,
+        response: HandshakeResponse,
+        peer: str,
+        started: float,
+        request: HttpRequest,
+    ) -> None:
+        """A client that offered the resume subprotocol: its app-server connection becomes a session that can
+        outlive it (:mod:`proxy.serve.sessions`)."""
+        try:
+            await stream.send_all(accept)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await trio.aclose_forcefully(upstream)
+            access.info("%s: left before the 101", peer)
+            return
+        access.info("%s: GET %s -> 101, open, resumable (%d clients)", peer, _printable(request.path), self._clients)
+        identity = credentials_of(self._options.token is not None)
+        endpoint, port = await self._sessions.connection(
+            stream, handshake.trailing_data, upstream, response, peer, identity
+        )
+        if port.ending is not None and port.ending.message:
+            log.warning("%s: %s", peer, port.ending.message)
+        access.info(
+            "%s: closed %d after %.1f s, %d messages from the client, %d to it; %s",
+            peer,
+            endpoint.close_code,
+            trio.current_time() - started,
+            endpoint.from_client,
+            endpoint.to_client,
+            port.outcome,
         )
 
 
