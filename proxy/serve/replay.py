@@ -204,9 +204,11 @@ class ReplayLog:
         """Move the oldest records of the overflow store into memory (forgetting handed-out ones for room)."""
         if not self._spooled_count or self._overflow is None:
             return
+        # A quarter of memory at a time (at most 1 MiB), so memory stays within its bound plus one message.
+        chunk = max(1, min(OVERFLOW_READ_BYTES, self._memory_limit // 4))
         if self.attached:
-            self._forget_handed_out(max(0, self._memory_limit - OVERFLOW_READ_BYTES))
-        data = self._overflow.read(OVERFLOW_READ_BYTES)
+            self._forget_handed_out(self._memory_limit - chunk)
+        data = self._overflow.read(chunk)
         for record in data.split(b"\n")[:-1]:
             text = _decode(record)
             size = _size(text)
