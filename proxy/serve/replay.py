@@ -14,8 +14,10 @@ Bounds (``--client-queue-bytes`` and ``--resume-spool-bytes``, in bytes of UTF-8
   messages follow it there until it has been read back, so order is kept;
 - while a client is attached, messages already handed out are forgotten oldest first when memory is needed;
   if the messages not yet handed out alone pass ``memory_limit``, :meth:`append` says :attr:`Appended.SLOW`
-  (the client is a slow consumer: the caller closes it with 1008 and the session goes on detached). While no
-  client is attached, nothing is forgotten;
+  (the client is a slow consumer: the caller closes it with 1008 and the session goes on detached), except
+  while a resumed client catches up on its backlog (everything held when it resumed, and what was read back
+  from the overflow store): then later messages queue behind it in the store. While no client is attached,
+  nothing is forgotten;
 - the overflow file may hold at most ``spool_limit`` bytes (counted like ``proxy``'s ``--spool-limit``: bytes
   written since the file was last empty); past it :meth:`append` says :attr:`Appended.OVERFLOW` and the
   session must end.
@@ -106,6 +108,8 @@ class ReplayLog:
         self._texts: deque[str] = deque()
         self._sizes: deque[int] = deque()
         self._memory_bytes = 0
+        #: Sequence number of the last message read back from the overflow store.
+        self._backlog_end = 0
         #: Sequence number of the last message appended (0: none yet).
         self.appended = 0
         #: Sequence number of the oldest message still held.
@@ -149,9 +153,9 @@ class ReplayLog:
             if self._memory_bytes + size <= self._memory_limit:
                 self._keep(text, size)
                 return Appended.KEPT
-            # Memory is full of messages the client has not taken. While it catches up on a backlog read back
-            # from the store (spool not empty), that is expected; otherwise it is a slow consumer.
-            slow = self.attached
+            # Memory is full of messages the client has not taken: a slow consumer, unless it is still catching
+            # up on a backlog read back from the store (then later messages queue behind it there).
+            slow = self.attached and self.cursor > self._backlog_end
         if not self._spool(text):
             return Appended.OVERFLOW
         return Appended.SLOW if slow else Appended.KEPT
@@ -216,6 +220,7 @@ class ReplayLog:
             self._sizes.append(size)
             self._memory_bytes += size
             self._spooled_count -= 1
+        self._backlog_end = max(self._backlog_end, self.first + len(self._texts) - 1)
         if not len(self._overflow):
             self._spool_written = 0
 
@@ -238,6 +243,7 @@ class ReplayLog:
             self._memory_bytes -= self._sizes.popleft()
             self.first += 1
         self.cursor = received + 1
+        self._backlog_end = self.appended  # what the client missed is a backlog it is catching up on
 
     def close(self) -> None:
         """Forget everything and delete the overflow store."""

@@ -92,6 +92,20 @@ def test_a_backlog_being_replayed_is_not_a_slow_consumer() -> None:
     assert take_all(log) == [f"{index:09d}" for index in range(1, 5)] + ["more......"]
 
 
+def test_a_big_message_read_back_is_not_a_slow_consumer_until_taken() -> None:
+    log = make(10)
+    log.attached = False
+    log.append("0123456789abcdef")  # over the memory limit on its own: spooled
+    log.attached = True
+    assert log.take(100) == ["0123456789abcdef"]  # read back, then taken
+    log.rewind(0)
+    assert log.cursor == 1
+    assert log.append("x") is Appended.KEPT  # the backlog is not taken yet: queued behind it
+    assert take_all(log) == ["0123456789abcdef", "x"]
+    assert log.append("0123456789") is Appended.KEPT
+    assert log.append("y") is Appended.SLOW  # caught up: memory full of untaken messages again
+
+
 def test_past_the_spool_limit_the_log_overflows() -> None:
     log = make(5, spool=20)
     log.attached = False
