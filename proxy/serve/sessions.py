@@ -85,7 +85,8 @@ class Session:
         self.port: Port | None = None
         #: Messages of the client's relayed to the app-server (M in the resume response).
         self.forwarded = 0
-        self.why_ended = "its client closed the connection"
+        #: Why the session ended, for a late resume's refusal; set by every ending but the app-server's own.
+        self.why_ended = "its app-server connection ended"
         self._changed = trio.lowlevel.ParkingLot()
         self.relay: Relay
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import stat
 import sys
 from collections.abc import Iterator
@@ -264,3 +265,31 @@ def test_notify_command_runs_once_per_event_while_detached(peer: WebSocketsPeer,
         client.close()
         assert out.read_text().count("\n") == 2
         assert "running the notify command" in bridge.stderr_text
+
+
+def test_detached_sessions_are_bounded_by_max_clients(peer: WebSocketsPeer) -> None:
+    with running_bridge(["--sock", peer.path, "--max-clients", "1"]) as bridge:
+        first = phone(bridge)
+        first.cut()
+        bridge.wait_for_line(rf"session {first.session_id} kept")
+        second = phone(bridge)
+        second.cut()
+        bridge.wait_for_line(rf"session {second.session_id} kept")
+        answer = first.resume()
+        assert answer["error"]["code"] == -32011
+        assert "--max-clients" in answer["error"]["message"]
+        first.close()
+        assert "result" in second.resume()
+        second.close()
+
+
+def test_sigterm_closes_attached_clients_1001_and_every_session_upstream(peer: WebSocketsPeer) -> None:
+    with running_bridge(["--sock", peer.path]) as bridge:
+        attached = phone(bridge)
+        away = phone(bridge)
+        away.cut()
+        bridge.wait_for_line(rf"session {away.session_id} kept")
+        bridge.signal(signal.SIGTERM)
+        assert attached.close_code() == (1001, "the bridge is shutting down")
+        assert bridge.wait() == 0
+        assert sorted(peer.log.close_codes) == [1001, 1001]
