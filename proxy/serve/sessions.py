@@ -405,8 +405,14 @@ class Sessions:
         return endpoint, port
 
     async def _run_session(self, session: Session, upstream: trio.abc.Stream) -> None:
-        async with upstream:
-            ending = await session.relay.run()
+        try:
+            async with upstream:
+                ending = await session.relay.run()
+        except Exception as exc:  # a bug must not take every other session down with it
+            log.error("session %s: internal error, session ended: %s: %s", session.id, type(exc).__name__, exc)
+            log.debug("internal error", exc_info=True)
+            self.ended(session)
+            return
         if ending.message:
             log.warning("%s", ending.message)
 
