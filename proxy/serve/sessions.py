@@ -2,14 +2,14 @@
 
 A :class:`Session` is the relay's downstream for one app-server connection that outlives client connections:
 the app-server's messages go into its :class:`~proxy.serve.replay.ReplayLog`; while a client is attached, that
-client's :class:`Port` pumps them out of the log into its :class:`~proxy.serve.client.WebSocketEndpoint` (at most
-:data:`PUMP_LOW` bytes of frames wait in the endpoint, so the log holds the rest and is the one place that
-counts). When the client drops without a close frame (EOF, reset, a failed write, no pong) or is closed as a
-slow consumer, the session is *detached*: its app-server connection stays open for ``--resume-window``
-seconds and the log keeps everything (memory, then a spool file). A client that resumes it attaches a new port
-(a connection still attached is closed with 1008 ``session resumed on another connection``); past the window, or
-past ``--resume-spool-bytes``, or when the client closes with a close frame, the session ends and its app-server
-connection is closed with 1001.
+client's :class:`~proxy.serve.port.Port` pumps them out of the log into its
+:class:`~proxy.serve.client.WebSocketEndpoint` (at most :data:`~proxy.serve.port.PUMP_LOW` bytes of frames wait
+in the endpoint, so the log holds the rest and is the one place that counts). When the client drops without a
+close frame (EOF, reset, a failed write, no pong) or is closed as a slow consumer, the session is *detached*: its
+app-server connection stays open for ``--resume-window`` seconds and the log keeps everything (memory, then a
+spool file). A client that resumes it attaches a new port (a connection still attached is closed with 1008
+``session resumed on another connection``); past the window, or past ``--resume-spool-bytes``, or when the client
+closes with a close frame, the session ends and its app-server connection is closed with 1001.
 
 Each connection runs its endpoint and its pump in its own nursery (the caller's task); each session runs its
 :class:`~proxy.relay.Relay` in the bridge's nursery, so it outlives the connection that created it.
@@ -29,9 +29,10 @@ from ..relay import Relay
 from ..spool import Spool
 from ..trace import Tap
 from ..upstream import GOING_AWAY
-from .client import ABNORMAL, INTERNAL_ERROR, POLICY_VIOLATION, SERVICE_RESTART, WebSocketEndpoint
+from .client import POLICY_VIOLATION, SERVICE_RESTART, WebSocketEndpoint
 from .notify_rules import event_of
 from .options import ServeOptions
+from .port import Port
 from .replay import Appended, ReplayLog, RewindError
 from .resume import (
     ANONYMOUS,
@@ -40,7 +41,6 @@ from .resume import (
     ResumeCode,
     ResumeRequest,
     SessionTable,
-    parse_resume,
     resume_result,
     session_notification,
 )
@@ -51,14 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("codex_appserver")
 access = logging.getLogger("codex_appserver.access")
 
-#: The pump feeds the endpoint while fewer bytes than this wait for the client, in bytes.
-PUMP_LOW = 256 * 1024
-#: Bytes of messages per feed, about.
-PUMP_BATCH = 256 * 1024
 #: The endpoint's own slow-consumer limit is not used for resumable clients: the log decides.
 NO_LIMIT = 1 << 62
 SHUTDOWN_REASON = "the bridge is shutting down"
-TAKEN_OVER_REASON = "session resumed on another connection"
 
 
 def credentials_of(token_required: bool) -> str:
@@ -194,129 +189,6 @@ class Session:
     def end(self, why: str, ending: Ending | None = None) -> None:
         self.why_ended = why
         self.relay.end(ending or Ending(ExitStatus.OK), GOING_AWAY)
-
-
-class Port:
-    """One resumable client connection: what its endpoint talks to (a :class:`~proxy.serve.client.RelayPort`),
-    routed to the session it is attached to now."""
-
-    def __init__(self, sessions: Sessions, endpoint: WebSocketEndpoint, identity: str, peer: str) -> None:
-        self._sessions = sessions
-        self.endpoint = endpoint
-        self.identity = identity
-        self.peer = peer
-        self.session: Session | None = None
-        self.ending: Ending | None = None
-        self.ended = trio.Event()
-        self._first = True
-        self._forwarding = True
-        self._lot = trio.lowlevel.ParkingLot()
-        #: For the connection's log line: what became of its session.
-        self.outcome = ""
-
-    # -- RelayPort -------------------------------------------------------------------------------------
-
-    @property
-    def upstream(self) -> Port:
-        return self
-
-    @property
-    def open(self) -> bool:
-        session = self.session
-        return self._forwarding and session is not None and session.relay.upstream.open
-
-    async def wait_writable(self) -> None:
-        session = self.session
-        if session is not None:
-            await session.relay.upstream.wait_writable()
-
-    def forward(self, text: str) -> None:
-        session = self.session
-        if session is None or not self._forwarding:
-            return
-        if self._first:
-            self._first = False
-            request = parse_resume(text)
-            if request is not None:
-                self._sessions.resume(self, request)
-                return
-        session.forward(text)
-
-    def end(self, ending: Ending, close_code: int | None = None) -> None:
-        """The endpoint says the connection is over: detach the session when the client just vanished."""
-        if self.ending is not None:
-            return
-        session, self.session = self.session, None
-        dropped = self.endpoint.close_code == ABNORMAL and ending.downstream_code in (None, INTERNAL_ERROR)
-        self._finish(ending)
-        if session is None:
-            return
-        if dropped:
-            session.detach(self)
-            self.outcome = f"session {session.id} kept for {self._sessions.options.resume_window:g} s"
-        else:
-            session.end("its client closed the connection")
-            self.outcome = f"session {session.id} ended"
-
-    # -- what the session and the manager do -----------------------------------------------------------
-
-    def _finish(self, ending: Ending) -> None:
-        self.ending = ending
-        self._forwarding = False
-        self.ended.set()
-        self._lot.unpark_all()
-
-    def stop(self) -> None:
-        self._forwarding = False
-
-    def wake(self) -> None:
-        self._lot.unpark_all()
-
-    def reply(self, text: str) -> None:
-        """Send the bridge's own message (not counted)."""
-        self.endpoint.deliver([text])
-
-    def slow_consumer(self, limit: int) -> None:
-        session, self.session = self.session, None
-        if session is None or self.ending is not None:
-            return
-        session.detach(self)
-        self.outcome = f"session {session.id} kept for {self._sessions.options.resume_window:g} s"
-        # Said now, not when the connection is over: a client that reads nothing makes that take a while.
-        log.warning(
-            "%s: slow consumer: more than --client-queue-bytes (%d) waited for it; closing with %d; session %s "
-            "kept for resume",
-            self.peer,
-            limit,
-            POLICY_VIOLATION,
-            session.id,
-        )
-        self._finish(Ending(ExitStatus.SESSION_FAILED, None, POLICY_VIOLATION, "slow consumer"))
-
-    def taken_over(self) -> None:
-        session, self.session = self.session, None
-        self.endpoint.abandon()
-        self.outcome = f"session {session.id if session else '?'} resumed on another connection"
-        self._finish(Ending(ExitStatus.OK, None, POLICY_VIOLATION, TAKEN_OVER_REASON))
-
-    def session_over(self, ending: Ending) -> None:
-        self.session = None
-        if self.ending is None:
-            code = ending.downstream_code if ending.downstream_code is not None else GOING_AWAY
-            self.outcome = "session ended"
-            self._finish(Ending(ending.status, ending.message, code, ending.downstream_reason))
-
-    async def pump(self) -> None:
-        """Feed the endpoint from the session's log, a batch at a time, while the connection lasts."""
-        endpoint = self.endpoint
-        while self.ending is None:
-            await endpoint.wait_queue_below(PUMP_LOW)
-            session = self.session
-            texts = session.take(self, PUMP_BATCH) if session is not None else []
-            if texts:
-                endpoint.deliver(texts)
-            else:
-                await self._lot.park()
 
 
 class Sessions:
