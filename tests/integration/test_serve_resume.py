@@ -9,17 +9,21 @@ The same against the real app-server and whole turns: :mod:`tests.integration.te
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import stat
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
 
-from .bridge_process import running_bridge
+from .bridge_process import BridgeProcess, running_bridge
 from .resume_client import Phone, compact, phone, tick, wait_until
 from .websockets_peer import PeerPool, WebSocketsPeer
 
@@ -293,3 +297,124 @@ def test_sigterm_closes_attached_clients_1001_and_every_session_upstream(peer: W
         assert attached.close_code() == (1001, "the bridge is shutting down")
         assert bridge.wait() == 0
         assert sorted(peer.log.close_codes) == [1001, 1001]
+
+
+# -- the README's notify recipes, as written ------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+class Hooks:
+    """A local HTTP server that records each POST (path, headers, body) and answers 200."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                hooks.posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    server = Hooks()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def notify_recipes() -> dict[str, list[str]]:
+    """The recipe block's commands by their comment (``ntfy``, ``webhook``, ``desktop``), continuation lines
+    joined."""
+    section = README.read_text().split("### Notifications while the phone is away\n", 1)[1].split("\n### ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("\n```", 1)[0].replace("\\\n", " ")
+    recipes: dict[str, list[str]] = {}
+    name = ""
+    for line in block.splitlines():
+        if line.startswith("#"):
+            name = "ntfy" if "ntfy" in line else "webhook" if "webhook" in line else "desktop"
+            recipes[name] = []
+        else:
+            recipes[name].append(line)
+    return recipes
+
+
+def serve_words(command: str, home: Path) -> list[str]:
+    """The words of a ``codex-appserver serve ...`` line after the shell's expansions, with $HOME = *home*."""
+    done = subprocess.run(
+        ["bash", "-c", f'set -- {command.split("codex-appserver serve", 1)[1]}; printf "%s\\0" "$@"'],
+        env={"HOME": str(home), "PATH": os.environ["PATH"]},
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    return done.stdout.decode().split("\0")[:-1]
+
+
+def approval_while_away(bridge: BridgeProcess) -> None:
+    """A phone that goes away while the stand-in sends an approval request."""
+    client = phone(bridge)
+    approval = compact({"id": 0, "method": "item/commandExecution/requestApproval", "params": {"threadId": "t"}})
+    client.send({"method": "later", "id": 1, "params": {"delay": 1, "messages": [approval]}})
+    client.recv()
+    client.cut()
+
+
+def test_the_readme_notify_recipes_run_as_written(peer: WebSocketsPeer, hooks: Hooks, tmp_path: Path) -> None:
+    recipes = notify_recipes()
+    assert sorted(recipes) == ["desktop", "ntfy", "webhook"]
+
+    (ntfy,) = recipes["ntfy"]
+    words = serve_words(ntfy, tmp_path)
+    assert words[:2] == ["--resume-window", "900"]
+    notify = words[words.index("--notify-command") + 1]
+    assert "https://ntfy.sh/your-secret-topic" in notify
+    with running_bridge(["--sock", peer.path, "--notify-command", notify.replace("https://ntfy.sh", hooks.url)]) as b:
+        approval_while_away(b)
+        wait_until(lambda: len(hooks.posts) == 1, "the ntfy post")
+    path, headers, body = hooks.posts.pop()
+    assert (path, headers["title"], body) == ("/your-secret-topic", "Codex", b"approval")
+
+    *script, serve = recipes["webhook"]
+    (tmp_path / ".codex").mkdir()
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", "\n".join(script)],
+        env={"HOME": str(tmp_path), "PATH": os.environ["PATH"]},
+        check=True,
+        timeout=30,
+    )
+    words = serve_words(serve, tmp_path)
+    notify = words[words.index("--notify-command") + 1]
+    assert notify == f"{tmp_path}/.codex/notify-webhook https://hooks.example/codex"
+    with running_bridge(
+        ["--sock", peer.path, "--notify-command", notify.replace("https://hooks.example", hooks.url)]
+    ) as bridge:
+        approval_while_away(bridge)
+        wait_until(lambda: len(hooks.posts) == 1, "the webhook post")
+    path, headers, body = hooks.posts.pop()
+    assert (path, headers["content-type"]) == ("/codex", "application/json")
+    event = json.loads(body)
+    assert event["event"] == "approval"
+    assert event["message"]["method"] == "item/commandExecution/requestApproval"
+
+    (desktop,) = recipes["desktop"]
+    assert "notify-send" in serve_words(desktop, tmp_path)[1]
