@@ -101,14 +101,14 @@ class Notifier:
             self._limiter.finished()
         if scope.cancelled_caught and not self._cancelled:
             log.warning(
-                "session %s: the notify command ran longer than %g s for a %s event; killed",
+                "session %s: the notify command (%s event) ran longer than %g s; killed",
                 session_id,
-                self._timeout,
                 event.kind,
+                self._timeout,
             )
         elif returncode:
             log.warning(
-                "session %s: the notify command failed for a %s event (exit status %d)",
+                "session %s: the notify command (%s event) failed with exit status %d",
                 session_id,
                 event.kind,
                 returncode,

@@ -73,7 +73,7 @@ async def test_a_slow_command_is_killed_with_its_process_group(
             return True
 
     await wait_for(lambda: gone(parent) and gone(child), "the process group to be gone")
-    assert "ran longer than 5 s for a approval event; killed" in caplog.text
+    assert "the notify command (approval event) ran longer than 5 s; killed" in caplog.text
 
 
 async def test_failures_are_one_log_line_without_the_event(caplog: pytest.LogCaptureFixture) -> None:
@@ -82,7 +82,7 @@ async def test_failures_are_one_log_line_without_the_event(caplog: pytest.LogCap
     async with trio.open_nursery() as nursery:
         notifier.nursery = nursery
         notifier.notify(event(body=b'{"secret":"payload"}\n'), "S")
-    assert "the notify command failed for a approval event (exit status 3)" in caplog.text
+    assert "the notify command (approval event) failed with exit status 3" in caplog.text
     assert "payload" not in caplog.text
 
 
