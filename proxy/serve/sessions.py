@@ -299,6 +299,9 @@ class Sessions:
             self._refuse(port, request.id, found)
             return
         target = found
+        if target.relay.ending_decided:  # ending, not yet out of the table
+            self._refuse(port, request.id, Refusal(ResumeCode.SESSION_ENDED, f"the session ended ({target.why_ended})"))
+            return
         if target is port.session:
             self._refuse(port, request.id, Refusal(ResumeCode.INVALID_PARAMS, "this connection is that session"))
             return
