@@ -141,7 +141,8 @@ class Port:
         if self.ending is None:
             code = ending.downstream_code if ending.downstream_code is not None else GOING_AWAY
             self.outcome = "session ended"
-            self._finish(Ending(ending.status, ending.message, code, ending.downstream_reason))
+            # The session's own task logs why it ended: once is enough.
+            self._finish(Ending(ending.status, None, code, ending.downstream_reason))
 
     async def pump(self) -> None:
         """Feed the endpoint from the session's log, a batch at a time, while the connection lasts."""
