@@ -150,7 +150,8 @@ class ReplayLog:
         if not self._spooled_count:
             if self.attached:
                 self._forget_handed_out(self._memory_limit - size)
-            if self._memory_bytes + size <= self._memory_limit:
+            # One message larger than memory still goes out alone when nothing else waits (as for any client).
+            if self._memory_bytes + size <= self._memory_limit or (self.attached and self.pending == 0):
                 self._keep(text, size)
                 return Appended.KEPT
             # Memory is full of messages the client has not taken: a slow consumer, unless it is still catching

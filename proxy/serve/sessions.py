@@ -29,7 +29,7 @@ from ..relay import Relay
 from ..spool import Spool
 from ..trace import Tap
 from ..upstream import GOING_AWAY
-from .client import POLICY_VIOLATION, SERVICE_RESTART, WebSocketEndpoint
+from .client import POLICY_VIOLATION, SERVICE_RESTART, SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
 from .notify_rules import event_of
 from .options import ServeOptions
 from .port import Port
@@ -212,6 +212,8 @@ class Sessions:
         """End every session: its client gets 1001, its app-server connection 1001."""
         self._stopping = True
         for session in list(self._live):
+            if session.port is not None:
+                session.port.endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
             session.why_ended = "the bridge shut down"
             session.relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
         if self.notifier is not None:

@@ -106,6 +106,16 @@ def test_a_big_message_read_back_is_not_a_slow_consumer_until_taken() -> None:
     assert log.append("y") is Appended.SLOW  # caught up: memory full of untaken messages again
 
 
+def test_one_message_larger_than_memory_goes_out_alone_when_nothing_else_waits() -> None:
+    log = make(4)
+    assert log.append("0123456789") is Appended.KEPT
+    assert log.append("x") is Appended.SLOW  # the big one is still waiting
+    log.attached = False
+    log.rewind(0)
+    log.attached = True
+    assert take_all(log) == ["0123456789", "x"]
+
+
 def test_past_the_spool_limit_the_log_overflows() -> None:
     log = make(5, spool=20)
     log.attached = False
