@@ -420,3 +420,20 @@ def test_the_readme_notify_recipes_run_as_written(peer: WebSocketsPeer, hooks: H
 
     (desktop,) = recipes["desktop"]
     assert "notify-send" in serve_words(desktop, tmp_path)[1]
+
+
+def test_a_client_that_stops_answering_pings_is_detached_and_can_resume(peer: WebSocketsPeer) -> None:
+    """No FIN, no reset: the phone's client stops reading (its queue of one message is full), so no pong comes."""
+    with running_bridge(["--sock", peer.path, "--ping-interval", "1", "--ping-timeout", "1"]) as bridge:
+        client = phone(bridge, max_queue=1)
+        messages = [tick(index) for index in range(1, 4)]
+        client.send({"method": "later", "id": 1, "params": {"delay": 0, "messages": messages}})
+        bridge.wait_for_line(r"stopped answering: no pong within 1 s of a ping")
+        bridge.wait_for_line(rf"session {client.session_id} kept for 300 s")
+        client.ws.close_socket()
+        assert client.resume()["result"] == {"received": 1}
+        while len(client.received) < 4:
+            client.recv()
+        assert json.loads(client.received[0]) == {"id": 1, "result": {}}
+        assert ticks(client.received) == [1, 2, 3]
+        client.close()
