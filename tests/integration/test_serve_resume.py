@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
 from .bridge_process import BridgeProcess, running_bridge
 from .resume_client import Phone, compact, phone, tick, wait_until
@@ -437,3 +438,16 @@ def test_a_client_that_stops_answering_pings_is_detached_and_can_resume(peer: We
         assert json.loads(client.received[0]) == {"id": 1, "result": {}}
         assert ticks(client.received) == [1, 2, 3]
         client.close()
+
+
+def test_a_browser_offers_the_token_as_a_subprotocol_next_to_resume(peer: WebSocketsPeer) -> None:
+    offered = [Subprotocol("codex-appserver.resume.v1"), Subprotocol(f"codex-appserver.bearer.{TOKEN}")]
+    with (
+        running_bridge(["--sock", peer.path, "--token-env", "T"], env={"T": TOKEN}) as bridge,
+        connect(bridge.ws_url(), subprotocols=offered, open_timeout=30) as ws,
+    ):
+        assert ws.subprotocol == "codex-appserver.resume.v1"
+        assert json.loads(ws.recv(timeout=30))["method"] == "bridge/session"
+        ws.send(compact({"method": "ping", "id": 1}))
+        assert json.loads(ws.recv(timeout=30)) == {"id": 1, "result": {}}
+    assert TOKEN not in bridge.stderr_text
