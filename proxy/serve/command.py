@@ -13,9 +13,12 @@ from typing import TypeVar
 import click
 import trio
 
+from ..clitypes import FiniteFloat
 from ..errors import EXIT_STATUSES, ProxyError, UsageError
+from ..logs import setup_logging
 from ..options import MiB
-from ..target import Target, UnixTarget, remote_target, socket_path
+from ..redact import SECRETS
+from ..target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
 from .auth import Token
 from .notify import parse_notify_command
 from .options import ServeOptions
@@ -70,11 +73,10 @@ def _tls_context(cert: str, key: str | None) -> ssl.SSLContext:
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    from ..cli import _setup_logging as setup
-
-    setup(verbose, quiet)
-    # The connection lines show at the default verbosity; -q keeps errors only.
+    setup_logging(verbose, quiet)
+    # The connection lines show at the default verbosity; -q keeps errors only. The listening line always shows.
     access.setLevel(logging.ERROR if quiet else logging.INFO)
+    logging.getLogger("codex_appserver.listening").setLevel(logging.INFO)
 
 
 @click.command(epilog=SERVE_EPILOG)
@@ -186,7 +188,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 )
 @click.option(
     "--ping-interval",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -194,7 +196,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 )
 @click.option(
     "--ping-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=20.0,
     show_default=True,
     metavar="SECONDS",
@@ -202,7 +204,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 )
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=None,
     metavar="SECONDS",
     help="When a client arrives and nothing listens on the socket, keep trying this long before 503.  "
@@ -344,6 +346,8 @@ def _options(
         if remote is not None
         else UnixTarget(socket_path(sock, os.environ, Path.cwd()))
     )
+    if isinstance(target, RemoteTarget) and target.token:
+        SECRETS.add(target.token)  # redacted from every log line from here on
     return target, token, tls
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -40,6 +39,8 @@ from .sessions import Sessions, credentials_of
 log = logging.getLogger("codex_appserver")
 #: One line per connection at open and at close, shown at the default verbosity.
 access = logging.getLogger("codex_appserver.access")
+#: The one line that says the bridge accepts connections, shown whatever the verbosity.
+listening = logging.getLogger("codex_appserver.listening")
 
 RECEIVE_BYTES = 16 * 1024
 #: Connections still in their TLS or HTTP handshake, at most; more are closed at once (header floods).
@@ -351,7 +352,7 @@ async def run_bridge(options: ServeOptions) -> int:
     with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
         listener = await open_listener(options.host, options.port)
         bridge = Bridge(options, listener)
-        print(f"codex-appserver: listening on {bridge.url}", file=sys.stderr, flush=True)
+        listening.info("listening on %s", bridge.url)
         async with trio.open_nursery() as nursery:
 
             async def watch_signals() -> None:
