@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from ..upstream import Text
+
 #: Runs allowed within :data:`RATE_WINDOW` seconds.
 MAX_RUNS = 10
 RATE_WINDOW = 60.0
@@ -36,6 +38,7 @@ INPUT = "input"
 TURN_COMPLETED = "turn-completed"
 #: Cheap substring test before any JSON parsing: a message that holds none of these is no event.
 _MARKERS = ("requestApproval", "requestUserInput", "turn/completed")
+_BYTE_MARKERS = tuple(marker.encode() for marker in _MARKERS)
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,12 @@ def _kind(message: dict[str, Any]) -> str | None:
     return None
 
 
-def event_of(text: str, session_id: str) -> NotifyEvent | None:
-    """The event a message from the app-server is, or None."""
-    if not any(marker in text for marker in _MARKERS):
+def event_of(text: Text, session_id: str) -> NotifyEvent | None:
+    """The event a message from the app-server (a str, or its UTF-8 bytes) is, or None."""
+    if isinstance(text, str):
+        if not any(marker in text for marker in _MARKERS):
+            return None
+    elif not any(marker in text for marker in _BYTE_MARKERS):
         return None
     try:
         message = json.loads(text)

@@ -17,7 +17,7 @@ import trio
 
 from ..ending import Ending
 from ..errors import ExitStatus
-from ..upstream import GOING_AWAY
+from ..upstream import GOING_AWAY, Text
 from .client import ABNORMAL, INTERNAL_ERROR, POLICY_VIOLATION, WebSocketEndpoint
 from .resume import parse_resume
 
@@ -67,7 +67,7 @@ class Port:
         if session is not None:
             await session.relay.upstream.wait_writable()
 
-    def forward(self, text: str) -> None:
+    def forward(self, text: Text) -> None:
         session = self.session
         if session is None or not self._forwarding:
             return
@@ -111,7 +111,8 @@ class Port:
 
     def reply(self, text: str) -> None:
         """Send the bridge's own message (not counted)."""
-        self.endpoint.deliver([text])
+        texts: list[Text] = [text]
+        self.endpoint.deliver(texts)
 
     def slow_consumer(self, limit: int) -> None:
         session, self.session = self.session, None

@@ -34,6 +34,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from ..upstream import Text
+
 #: The most bytes read back from the overflow store at once, in bytes.
 OVERFLOW_READ_BYTES = 1024 * 1024
 
@@ -70,22 +72,25 @@ class RewindError(enum.Enum):
     TOO_NEW = "too-new"
 
 
-def _encode(text: str) -> tuple[bytes, int]:
-    data = text.encode("utf-8")
+def _encode(text: Text) -> bytes:
+    data = text.encode("utf-8") if isinstance(text, str) else text
     if b"\n" in data:
-        return b"~" + base64.b64encode(data) + b"\n", len(data)
-    return b"=" + data + b"\n", len(data)
+        return b"~" + base64.b64encode(data) + b"\n"
+    return b"=" + data + b"\n"
 
 
-def _size(text: str) -> int:
+def _size(text: Text) -> int:
     """Bytes of *text* in UTF-8."""
+    if not isinstance(text, str):
+        return len(text)
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def _decode(record: bytes) -> str:
+def _decode(record: bytes) -> bytes:
+    """A record's message, as UTF-8 bytes."""
     if record[:1] == b"~":
-        return base64.b64decode(record[1:]).decode("utf-8")
-    return record[1:].decode("utf-8")
+        return base64.b64decode(record[1:])
+    return record[1:]
 
 
 class ReplayLog:
@@ -105,7 +110,7 @@ class ReplayLog:
         self._spooled_count = 0
         self._spool_written = 0
         # Memory holds messages first .. first+len(_texts)-1; the overflow store holds the rest, up to appended.
-        self._texts: deque[str] = deque()
+        self._texts: deque[Text] = deque()
         self._sizes: deque[int] = deque()
         self._memory_bytes = 0
         #: Sequence number of the last message read back from the overflow store.
@@ -143,7 +148,7 @@ class ReplayLog:
 
     # -- appending -----------------------------------------------------------------------------------------
 
-    def append(self, text: str) -> Appended:
+    def append(self, text: Text) -> Appended:
         """Add the next message from the app-server; see :class:`Appended`."""
         size = _size(text)
         slow = False
@@ -161,14 +166,14 @@ class ReplayLog:
             return Appended.OVERFLOW
         return Appended.SLOW if slow else Appended.KEPT
 
-    def _keep(self, text: str, size: int) -> None:
+    def _keep(self, text: Text, size: int) -> None:
         self._texts.append(text)
         self._sizes.append(size)
         self._memory_bytes += size
         self.appended += 1
 
-    def _spool(self, text: str) -> bool:
-        record, _ = _encode(text)
+    def _spool(self, text: Text) -> bool:
+        record = _encode(text)
         if self._spool_written + len(record) > self._spool_limit:
             return False
         if self._overflow is None:
@@ -188,14 +193,14 @@ class ReplayLog:
 
     # -- handing out ---------------------------------------------------------------------------------------
 
-    def take(self, max_bytes: int) -> list[str]:
+    def take(self, max_bytes: int) -> list[Text]:
         """The next messages for the attached client, about *max_bytes* bytes (at least one when any is
         pending), in order; the cursor moves past them. They stay held until a rewind drops them or memory is
         needed."""
         if self.cursor - self.first >= len(self._texts):
             self._read_back()
         start = self.cursor - self.first
-        texts: list[str] = []
+        texts: list[Text] = []
         size = 0
         index = start
         while index < len(self._texts) and (not texts or size + self._sizes[index] <= max_bytes):

@@ -29,6 +29,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ..upstream import Text
+
 #: The subprotocol a client offers to opt in.
 RESUME_SUBPROTOCOL = "codex-appserver.resume.v1"
 SESSION_METHOD = "bridge/session"
@@ -102,10 +104,14 @@ class Refusal:
         return error_response(request_id, int(self.code), self.message)
 
 
-def parse_resume(text: str) -> ResumeRequest | tuple[int | str | None, Refusal] | None:
-    """The client's first message: a :class:`ResumeRequest`, (its id, a :class:`Refusal`) when it is a
-    ``bridge/resume`` with bad params, or None when it is anything else (relayed as usual)."""
-    if RESUME_METHOD not in text:
+def parse_resume(text: Text) -> ResumeRequest | tuple[int | str | None, Refusal] | None:
+    """The client's first message (a str, or its UTF-8 bytes): a :class:`ResumeRequest`, (its id, a
+    :class:`Refusal`) when it is a ``bridge/resume`` with bad params, or None when it is anything else (relayed
+    as usual)."""
+    if isinstance(text, str):
+        if RESUME_METHOD not in text:
+            return None
+    elif RESUME_METHOD.encode() not in text:
         return None
     try:
         message = json.loads(text)

@@ -28,7 +28,7 @@ from ..handshake import HandshakeResponse
 from ..relay import Relay
 from ..spool import Spool
 from ..trace import Tap
-from ..upstream import GOING_AWAY
+from ..upstream import GOING_AWAY, Text
 from .client import POLICY_VIOLATION, SERVICE_RESTART, SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
 from .notify_rules import event_of
 from .options import ServeOptions
@@ -105,7 +105,7 @@ class Session:
             with trio.move_on_at(since + window):
                 await self._changed.park()
 
-    def deliver(self, texts: list[str]) -> None:
+    def deliver(self, texts: list[Text]) -> None:
         for text in texts:
             appended = self.log.append(text)
             if appended is Appended.OVERFLOW:
@@ -153,11 +153,11 @@ class Session:
 
     # -- what ports and the manager do -----------------------------------------------------------------
 
-    def forward(self, text: str) -> None:
+    def forward(self, text: Text) -> None:
         self.forwarded += 1
         self.relay.forward(text)
 
-    def take(self, port: Port, max_bytes: int) -> list[str]:
+    def take(self, port: Port, max_bytes: int) -> list[Text]:
         """The next messages for *port*, if it is the one attached."""
         if port is not self.port:
             return []

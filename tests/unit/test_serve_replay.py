@@ -12,10 +12,16 @@ from hypothesis import strategies as st
 from proxy.errors import LocalIOError
 from proxy.serve.replay import Appended, ReplayLog, RewindError
 from proxy.spool import Spool
+from proxy.upstream import Text
 
 
 def make(memory: int, spool: int = 1 << 30) -> ReplayLog:
     return ReplayLog(memory, spool, lambda: Spool(spool))
+
+
+def as_str(texts: list[Text]) -> list[str]:
+    """Messages as str (the log gives back spooled ones as their UTF-8 bytes)."""
+    return [text if isinstance(text, str) else bytes(text).decode("utf-8") for text in texts]
 
 
 def take_all(log: ReplayLog, max_bytes: int = 1 << 20) -> list[str]:
@@ -23,7 +29,7 @@ def take_all(log: ReplayLog, max_bytes: int = 1 << 20) -> list[str]:
     while log.pending:
         batch = log.take(max_bytes)
         assert batch
-        texts.extend(batch)
+        texts.extend(as_str(batch))
     return texts
 
 
@@ -87,7 +93,7 @@ def test_a_backlog_being_replayed_is_not_a_slow_consumer() -> None:
     for index in range(5):
         log.append(f"{index:09d}")
     log.attached = True
-    assert log.take(100) == ["000000000"]
+    assert as_str(log.take(100)) == ["000000000"]
     assert log.append("more......") is Appended.KEPT  # queued behind the spooled backlog
     assert take_all(log) == [f"{index:09d}" for index in range(1, 5)] + ["more......"]
 
@@ -97,7 +103,7 @@ def test_a_big_message_read_back_is_not_a_slow_consumer_until_taken() -> None:
     log.attached = False
     log.append("0123456789abcdef")  # over the memory limit on its own: spooled
     log.attached = True
-    assert log.take(100) == ["0123456789abcdef"]  # read back, then taken
+    assert as_str(log.take(100)) == ["0123456789abcdef"]  # read back, then taken
     log.rewind(0)
     assert log.cursor == 1
     assert log.append("x") is Appended.KEPT  # the backlog is not taken yet: queued behind it
@@ -193,7 +199,7 @@ def test_any_drop_point_any_n_replays_exactly_the_missed_suffix(
                 in_flight.clear()
         elif op == "take" and not detached:
             assert isinstance(arg, int)
-            in_flight.extend(log.take(arg))
+            in_flight.extend(as_str(log.take(arg)))
         elif op == "read" and not detached:
             assert isinstance(arg, int)
             client.received.extend(in_flight[:arg])
@@ -233,7 +239,7 @@ def test_with_room_for_everything_a_resume_is_never_refused(messages: list[str],
     log = make(1 << 20)
     for text in messages:
         log.append(text)
-    handed = log.take(cut.draw(st.integers(1, 2000)))
+    handed = as_str(log.take(cut.draw(st.integers(1, 2000))))
     got = cut.draw(st.integers(0, len(handed)))
     log.attached = False
     log.append("after")
@@ -241,3 +247,15 @@ def test_with_room_for_everything_a_resume_is_never_refused(messages: list[str],
     log.attached = True
     log.rewind(got)
     assert take_all(log) == [*messages[got:], "after"]
+
+
+def test_messages_as_utf8_bytes_as_the_relay_passes_them() -> None:
+    log = make(8)
+    log.attached = False
+    texts: list[bytes] = [b'{"a":1}', '{"b":"caf\u00e9"}'.encode(), b'{"c":"x\ny"}']
+    for text in texts:
+        assert log.append(text) is Appended.KEPT
+    assert log.memory_bytes == 7
+    log.attached = True
+    log.rewind(0)
+    assert take_all(log) == [text.decode() for text in texts]

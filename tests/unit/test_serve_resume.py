@@ -181,3 +181,14 @@ def test_run_limiter() -> None:
     limiter.finished()
     assert "within 60 s" in (limiter.start(4.0) or "")
     assert limiter.start(60.5) is None  # the first start is a window old
+
+
+def test_bytes_messages_are_recognised_too() -> None:
+    assert parse_resume(resume_text(1, sessionId="S", resumeToken="T", received=0).encode()) == ResumeRequest(
+        1, "S", "T", 0
+    )
+    assert parse_resume(b'{"method":"initialize","id":1}') is None
+    event = event_of(b'{"method":"turn/completed","params":{"threadId":"t","turn":{"id":"u"}}}', "S")
+    assert event is not None
+    assert event.kind == TURN_COMPLETED
+    assert event_of(b'{"method":"item/agentMessage/delta"}', "S") is None
