@@ -42,3 +42,7 @@ class ServeOptions:
     max_incoming_size: int = 256 * MiB
     #: The closing handshake with the app-server.
     close_timeout: float = 2.0
+    #: --reconnect: each client's upstream connection survives a restart of the app-server (proxy.reconnect).
+    reconnect: bool = False
+    reconnect_timeout: float = 60.0
+    notify_reconnect: bool = False
