@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -27,8 +27,27 @@ from ..errors import ExitStatus
 from ..messages import MessageAssembler, TooBig
 from ..upstream import GOING_AWAY, MESSAGE_TOO_BIG, Text
 
-if TYPE_CHECKING:
-    from ..relay import Relay
+
+class UpstreamPort(Protocol):
+    """The side of the upstream connection an endpoint needs: is it open, and backpressure."""
+
+    @property
+    def open(self) -> bool: ...
+
+    async def wait_writable(self) -> None: ...
+
+
+class RelayPort(Protocol):
+    """What a :class:`WebSocketEndpoint` talks to: a :class:`~proxy.relay.Relay`, or a resumable session's
+    port (:mod:`proxy.serve.sessions`), which routes the client to whichever session it is attached to."""
+
+    @property
+    def upstream(self) -> UpstreamPort: ...
+
+    def forward(self, text: Text) -> None: ...
+
+    def end(self, ending: Ending, close_code: int | None = None) -> None: ...
+
 
 log = logging.getLogger("codex_appserver")
 
@@ -100,7 +119,7 @@ class WebSocketEndpoint:
         #: How long :meth:`finish` waits for the client, in seconds.
         self.finish_timeout = FINISH_TIMEOUT
 
-    async def run(self, relay: Relay) -> None:
+    async def run(self, relay: RelayPort) -> None:
         self._relay = relay
         try:
             async with trio.open_nursery() as nursery:
@@ -249,6 +268,16 @@ class WebSocketEndpoint:
                 return
             self._in_flight = 0
             self._lot.unpark_all()
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of frames waiting for the client or being written to it."""
+        return self._queued + self._in_flight
+
+    async def wait_queue_below(self, size: int) -> None:
+        """Wait until fewer than *size* bytes of frames wait for the client (or the connection broke)."""
+        while self._queued + self._in_flight >= size and not self._broken:
+            await self._lot.park()
 
     async def _wait_flushed(self) -> None:
         while (self._queue or self._in_flight) and not self._broken:

@@ -21,6 +21,7 @@ from ..reconnect_cli import check_reconnect, reconnect_options
 from ..redact import SECRETS
 from ..target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
 from .auth import Token
+from .notify import parse_notify_command
 from .options import ServeOptions
 from .rules import bind_refusal, parse_bind
 from .server import run_bridge
@@ -163,6 +164,30 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     help="Messages waiting for one client, at most; past it the client is closed with 1008 (slow consumer).",
 )
 @click.option(
+    "--resume-window",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A client that offered codex-appserver.resume.v1 and dropped may resume within this long; its "
+    "app-server connection waits meanwhile.",
+)
+@click.option(
+    "--resume-spool-bytes",
+    type=click.IntRange(min=0),
+    default=1024 * MiB,
+    show_default=True,
+    metavar="BYTES",
+    help="Messages kept for a dropped resumable client past --client-queue-bytes go to a spool file of at most "
+    "this size; past it the session ends.",
+)
+@click.option(
+    "--notify-command",
+    metavar="CMD",
+    help="While a resumable session has no client, run CMD (split like a shell, no shell) for each approval, "
+    "input request and turn/completed, with the event as JSON on stdin.",
+)
+@click.option(
     "--ping-interval",
     type=FiniteFloat(min=0),
     default=30.0,
@@ -219,6 +244,9 @@ def serve(
     allow_origin: tuple[str, ...],
     max_clients: int,
     client_queue_bytes: int,
+    resume_window: float,
+    resume_spool_bytes: int,
+    notify_command: str | None,
     ping_interval: float,
     ping_timeout: float,
     wait: float | None,
@@ -270,6 +298,7 @@ def serve(
             allow_plain_ws,
         )
     )
+    notify_argv = _run_or_exit(lambda: parse_notify_command(notify_command)) if notify_command is not None else ()
     options = ServeOptions(
         host=host,
         port=port,
@@ -279,6 +308,9 @@ def serve(
         allowed_origins=frozenset(allow_origin),
         max_clients=max_clients,
         client_queue_bytes=client_queue_bytes,
+        resume_window=resume_window,
+        resume_spool_bytes=resume_spool_bytes,
+        notify_command=notify_argv,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         wait=wait if wait is not None else (30.0 if start else 0.0),

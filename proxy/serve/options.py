@@ -27,6 +27,11 @@ class ServeOptions:
     wait: float = 0.0
     start: bool = False
     codex_bin: str = "codex"
+    #: Resumable sessions (issue 12): how long one waits for its client, and how much it spools meanwhile.
+    resume_window: float = 300.0
+    resume_spool_bytes: int = 1024 * MiB
+    #: ``--notify-command`` as argv (empty: none).
+    notify_command: tuple[str, ...] = ()
     #: A client's TLS handshake and request head must complete within this long.
     header_timeout: float = 10.0
     #: Connecting to the app-server and its opening handshake, per client.

@@ -27,11 +27,15 @@ from ..reconnect import Reconnect
 from ..relay import Relay
 from ..trace import Tap
 from ..upstream import GOING_AWAY
+from .auth import KNOWN_SUBPROTOCOLS
 from .client import SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
 from .http import BadRequest, ServerHandshake
 from .listen import close_stream, open_listener, peer_name, printable, send_quietly
+from .notify import Notifier
 from .options import ServeOptions
+from .resume import RESUME_SUBPROTOCOL
 from .rules import Gate, HttpRequest, Probe, Respond, Upgrade, admit, url_host
+from .sessions import Sessions, credentials_of
 
 log = logging.getLogger("codex_appserver")
 #: One line per connection at open and at close, shown at the default verbosity.
@@ -55,7 +59,14 @@ class Bridge:
     def __init__(self, options: ServeOptions, listener: trio.SocketListener) -> None:
         self._options = options
         self._listener = listener
-        self._gate = Gate(options.token, options.allowed_origins, options.max_clients)
+        self._gate = Gate(
+            options.token,
+            options.allowed_origins,
+            options.max_clients,
+            known_subprotocols=(*KNOWN_SUBPROTOCOLS, RESUME_SUBPROTOCOL),
+        )
+        notifier = Notifier(options.notify_command) if options.notify_command else None
+        self._sessions = Sessions(options, notifier)
         self._clients = 0
         self._pending = 0
         self._relays: dict[Relay, WebSocketEndpoint] = {}
@@ -79,6 +90,7 @@ class Bridge:
     async def serve(self) -> None:
         """Accept connections until :meth:`shut_down`, then wait for every connection to end."""
         async with trio.open_nursery() as nursery:
+            self._sessions.start(nursery)
             with self._accepting:
                 while True:
                     try:
@@ -99,6 +111,7 @@ class Bridge:
         for relay, endpoint in self._relays.items():
             endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
             relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
+        self._sessions.shut_down()
 
     # -- one connection --------------------------------------------------------------------------------
 
@@ -237,6 +250,9 @@ class Bridge:
                 await trio.aclose_forcefully(upstream)
                 await self._respond(stream, handshake, Respond(400, b"bad request: an upgrade has no body\n"))
                 return
+            if upgrade.subprotocol == RESUME_SUBPROTOCOL:
+                await self._resumable(stream, handshake, accept, upstream, response, peer, started, request)
+                return
             async with upstream:
                 await self._relay(stream, handshake, accept, upstream, response, peer, started, request)
         finally:
@@ -298,6 +314,42 @@ class Bridge:
             trio.current_time() - started,
             f"{endpoint.from_client} message{'' if endpoint.from_client == 1 else 's'}",
             endpoint.to_client,
+        )
+
+    async def _resumable(
+        self,
+        stream: trio.abc.Stream,
+        handshake: ServerHandshake,
+        accept: bytes,
+        upstream: trio.abc.Stream,
+        response: HandshakeResponse,
+        peer: str,
+        started: float,
+        request: HttpRequest,
+    ) -> None:
+        """A client that offered the resume subprotocol: its app-server connection becomes a session that can
+        outlive it (:mod:`proxy.serve.sessions`)."""
+        try:
+            await stream.send_all(accept)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await trio.aclose_forcefully(upstream)
+            access.info("%s: left before the 101", peer)
+            return
+        access.info("%s: GET %s -> 101, open, resumable (%d clients)", peer, printable(request.path), self._clients)
+        identity = credentials_of(self._options.token is not None)
+        endpoint, port = await self._sessions.connection(
+            stream, handshake.trailing_data, upstream, response, peer, identity
+        )
+        if port.ending is not None and port.ending.message:
+            log.warning("%s: %s", peer, port.ending.message)
+        access.info(
+            "%s: closed %d after %.1f s, %d messages from the client, %d to it; %s",
+            peer,
+            endpoint.close_code,
+            trio.current_time() - started,
+            endpoint.from_client,
+            endpoint.to_client,
+            port.outcome,
         )
 
 
