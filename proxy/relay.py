@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 
 import trio
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -29,6 +29,7 @@ from wsproto.events import (
 )
 
 from .errors import ExitStatus, ProxyError, errno_of, reason_of
+from .fastws import Connection  # wsproto's Connection with a fast path for whole data frames
 from .handshake import HandshakeResponse
 from .lines import LineSplitter, LineTooLong, line_pieces, message_line
 from .messages import MessageAssembler, TooBig, fragments
