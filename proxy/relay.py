@@ -34,7 +34,7 @@ from .handshake import HandshakeResponse
 from .lines import LineSplitter, LineTooLong, line_pieces, message_line
 from .messages import MessageAssembler, TooBig, fragments
 from .options import DEFAULT_MAX_FRAME_BYTES, MiB, ProxyOptions
-from .outbox import Outbox
+from .outbox import Outbox, direct_writer
 from .session import BadLine, Retry, Session
 from .spool import Spool
 from .trace import Tap
@@ -98,8 +98,9 @@ class Relay:
         self._frame_limit = response.max_unfragmented_message_bytes or DEFAULT_MAX_FRAME_BYTES
         self._tap = tap or Tap()
         self._session = Session(overload_retries=options.overload_retries, until=options.until)
-        self._to_socket = Outbox()
-        self._to_stdout = Outbox(STDOUT_MEMORY_BYTES, Spool(options.spool_limit, options.spool_dir))
+        self._to_socket = Outbox(write_now=direct_writer(stream))
+        spool = Spool(options.spool_limit, options.spool_dir)
+        self._to_stdout = Outbox(STDOUT_MEMORY_BYTES, spool, direct_writer(stdout))
         self._ending: Ending | None = None
         self._close_code: int | None = None
         self._ended = trio.Event()
