@@ -49,6 +49,7 @@ class Outbox:
         self._spool = spool
         self._write_now = write_now
         self._cut_line = False  # a direct write stopped inside a line: the buffer starts with its rest
+        self._corked = False
         self._in_flight = 0
         self._closed = False
         self._lot = trio.lowlevel.ParkingLot()
@@ -65,25 +66,37 @@ class Outbox:
         if not data or self._closed:
             return
         spool = self._spool
-        if (
-            self._write_now is not None
-            and not self._in_flight
-            and not self._buffer
-            and (spool is None or (not len(spool) and len(data) <= (self._memory_limit or 0)))  # a rest fits memory
-        ):
-            try:
-                written = self._write_now(data)
-            except OSError:  # EAGAIN: the writer takes it all; any other error it meets again and reports
-                written = 0
-            if written == len(data):
-                return
-            if written:
-                self._cut_line = data[written - 1] != 0x0A
-                data = memoryview(data)[written:]
         if spool is not None and (len(spool) or len(self._buffer) + len(data) > (self._memory_limit or 0)):
             spool.append(data)  # once anything is on disk, later bytes queue behind it there
         else:
             self._buffer += data
+        if not self._corked:
+            self._flush()
+
+    def cork(self) -> None:
+        """Gather what is put until :meth:`uncork`, to write it at once (many messages, one system call)."""
+        self._corked = True
+
+    def uncork(self) -> None:
+        """Write what was gathered since :meth:`cork` (or hand it to the writer)."""
+        self._corked = False
+        if self._buffer or (self._spool is not None and len(self._spool)):
+            self._flush()
+
+    def _flush(self) -> None:
+        buffer = self._buffer
+        if self._write_now is not None and buffer and not self._in_flight and not (self._spool and len(self._spool)):
+            try:
+                written = self._write_now(buffer)
+            except OSError:  # EAGAIN: the writer takes it all; any other error it meets again and reports
+                written = 0
+            if written == len(buffer):
+                buffer.clear()
+                self._cut_line = False
+                return
+            if written:
+                self._cut_line = buffer[written - 1] != 0x0A
+                del buffer[:written]
         if self._lot:
             self._lot.unpark_all()
 

@@ -211,6 +211,13 @@ class Relay:
 
     def _forward(self, items: list[tuple[int, bytes] | LineTooLong]) -> bool:
         """Send the lines as text messages; False once nothing more may be sent."""
+        self._to_socket.cork()  # one write for all of them
+        try:
+            return self._forward_lines(items)
+        finally:
+            self._to_socket.uncork()
+
+    def _forward_lines(self, items: list[tuple[int, bytes] | LineTooLong]) -> bool:
         for item in items:
             if self._ws.state is not ConnectionState.OPEN:
                 return False
