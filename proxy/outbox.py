@@ -7,32 +7,18 @@ write and one task switch. The writer calls :meth:`Outbox.done` after each write
 With a :class:`~proxy.spool.Spool`, bytes past ``memory_limit`` go to disk instead of memory, and come back in
 order: once anything is on disk, later bytes follow it there until the disk part has been taken.
 
-With a ``write_now`` function (:func:`direct_writer`: a non-blocking write to the stream's file descriptor), a
-put while nothing is queued or being written is written at once, in the producer's task: a message then costs
-no task switch and no wake-up of the writer, which only takes what the descriptor did not accept.
+With a ``write_now`` function (:func:`proxy.fdio.direct_writer`: a non-blocking write to the stream's file
+descriptor), a put while nothing is queued or being written is written at once, in the producer's task: a
+message then costs no task switch and no wake-up of the writer, which only takes what the descriptor did not
+accept.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-from collections.abc import Callable
-
 import trio
 
+from .fdio import WriteNow
 from .spool import Spool
-
-WriteNow = Callable[[bytes | bytearray | memoryview], int]
-
-
-def direct_writer(stream: trio.abc.SendStream) -> WriteNow | None:
-    """:func:`os.write` on *stream*'s file descriptor (trio made it non-blocking); None for other streams (TLS)."""
-    if isinstance(stream, trio.SocketStream):
-        return functools.partial(os.write, stream.socket.fileno())
-    if isinstance(stream, trio.lowlevel.FdStream):
-        return functools.partial(os.write, stream.fileno())
-    return None
-
 
 #: The most bytes one :meth:`Outbox.take` reads back from the spool, in bytes.
 SPOOL_READ_BYTES = 1024 * 1024

@@ -30,11 +30,12 @@ from wsproto.events import (
 
 from .errors import ExitStatus, ProxyError, errno_of, reason_of
 from .fastws import Connection  # wsproto's Connection with a fast path for whole data frames
+from .fdio import direct_receiver, direct_writer
 from .handshake import HandshakeResponse
 from .lines import LineSplitter, LineTooLong, line_pieces, message_line
 from .messages import MessageAssembler, TooBig, fragments
 from .options import DEFAULT_MAX_FRAME_BYTES, MiB, ProxyOptions
-from .outbox import Outbox, direct_writer
+from .outbox import Outbox
 from .session import BadLine, Retry, Session
 from .spool import Spool
 from .trace import Tap
@@ -94,6 +95,8 @@ class Relay:
         self._stream = stream
         self._stdin = stdin
         self._stdout = stdout
+        self._receive_stdin = direct_receiver(stdin)
+        self._receive_socket = direct_receiver(stream)
         self._ws = Connection(ConnectionType.CLIENT, trailing_data=response.trailing_data)
         self._frame_limit = response.max_unfragmented_message_bytes or DEFAULT_MAX_FRAME_BYTES
         self._tap = tap or Tap()
@@ -181,7 +184,7 @@ class Relay:
             while True:
                 await self._to_socket.wait_below(SOCKET_HIGH_WATER)
                 try:
-                    chunk = await self._stdin.receive_some(RECEIVE_BYTES)
+                    chunk = await self._receive_stdin(RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self.end(ExitStatus.IOERR, f"cannot read stdin: {reason_of(exc)}", NORMAL_CLOSURE)
                     return
@@ -277,7 +280,7 @@ class Relay:
         try:
             while self._handle_events_or_end():
                 try:
-                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                    data = await self._receive_socket(RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""  # ECONNRESET: the same as EOF without a close frame
                 self._last_receive = trio.current_time()

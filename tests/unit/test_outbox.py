@@ -7,7 +7,8 @@ import socket
 import trio
 import trio.testing
 
-from proxy.outbox import Outbox, direct_writer
+from proxy.fdio import direct_writer
+from proxy.outbox import Outbox
 from proxy.spool import Spool
 
 
