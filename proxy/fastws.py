@@ -55,7 +55,7 @@ def _xor_table(byte: int) -> bytes:
     return bytes(value ^ byte for value in range(256))
 
 
-def mask(payload: bytes, key: bytes) -> bytes:
+def mask(payload: bytes, key: bytes) -> bytes | bytearray:
     """*payload* XOR the 4-byte *key* repeated (RFC 6455 §5.3); the same call unmasks."""
     size = len(payload)
     if size <= INT_MASK_MAX:
@@ -64,7 +64,7 @@ def mask(payload: bytes, key: bytes) -> bytes:
     data = bytearray(payload)
     for offset in range(4):
         data[offset::4] = data[offset::4].translate(_xor_table(key[offset]))
-    return bytes(data)
+    return data
 
 
 def _header(first: int, size: int, mask_bit: int) -> bytes:
@@ -221,9 +221,7 @@ class Connection:
                     self._ws.receive_data(buffer[at:size])
                     yield from self._from_wsproto()
                     continue
-                payload = buffer[start:end]
-                if key is not None:
-                    payload = mask(payload, key)
+                payload = buffer[start:end] if key is None else bytes(mask(buffer[start:end], key))
                 if first == 0x82:
                     self._at = end
                     yield BytesMessage(data=payload, frame_finished=True, message_finished=True)

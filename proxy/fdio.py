@@ -1,8 +1,8 @@
 """Shortcuts for the trio streams that are a non-blocking file descriptor (sockets, pipes, ttys), not TLS.
 
-trio's ``receive_some`` yields to the scheduler on every call, even when bytes are waiting; at one message per
-read that is a scheduler pass per message each way, most of the relay's time per round trip. These functions
-use the descriptor directly and go through trio only to wait; other streams get trio's own methods.
+trio's ``receive_some`` and ``send_all`` yield to the scheduler on every call, even when the descriptor is
+ready; at one message per read that is a scheduler pass per message each way. These functions use the
+descriptor directly and go through trio only to wait; other streams get trio's own methods.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 import trio
 
 WriteNow = Callable[[bytes | bytearray | memoryview], int]
-Receive = Callable[[int], Awaitable[bytes]]
+Receive = Callable[[int], Awaitable[bytes | bytearray]]
+SendAll = Callable[[bytes | bytearray | memoryview], Awaitable[None]]
 
 #: A reader that always finds bytes waiting still lets other tasks run after this many reads in a row.
 READS_BETWEEN_SCHEDULE_POINTS = 16
@@ -64,11 +65,47 @@ def direct_receiver(stream: trio.abc.ReceiveStream) -> Receive:
                 reads = 0
                 await trio.lowlevel.wait_readable(fd)
             except OSError as exc:
-                if exc.errno == errno.EBADF:
-                    raise trio.ClosedResourceError("file was already closed") from None
-                raise trio.BrokenResourceError from exc
+                raise _stream_error(exc) from exc
             else:
                 reads += 1
                 return data
 
     return receive_some
+
+
+def _stream_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    if exc.errno == errno.EBADF:
+        return trio.ClosedResourceError("file was already closed")
+    error = trio.BrokenResourceError()
+    error.__cause__ = exc  # as trio does: errors.errno_of() finds the errno here
+    return error
+
+
+def direct_sender(stream: trio.abc.SendStream) -> SendAll:
+    """An async ``send_all(data)`` for *stream*: the same effect and errors as trio's (BrokenResourceError from the
+    OSError, e.g. EPIPE; ClosedResourceError); it waits only while the descriptor is full, checks for
+    cancellation on every call and yields to other tasks every :data:`READS_BETWEEN_SCHEDULE_POINTS` calls."""
+    fd = descriptor(stream)
+    if fd is None:
+        return stream.send_all
+    sends = 0
+
+    async def send_all(data: bytes | bytearray | memoryview) -> None:
+        nonlocal sends
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sends += 1
+        if sends >= READS_BETWEEN_SCHEDULE_POINTS:
+            sends = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        with memoryview(data) as view:
+            at = 0
+            while at < len(view):
+                try:
+                    at += os.write(fd, view[at:])
+                except BlockingIOError:
+                    sends = 0
+                    await trio.lowlevel.wait_writable(fd)
+                except OSError as exc:
+                    raise _stream_error(exc) from exc
+
+    return send_all

@@ -30,7 +30,7 @@ from wsproto.events import (
 
 from .errors import ExitStatus, ProxyError, errno_of, reason_of
 from .fastws import Connection  # wsproto's Connection with a fast path for whole data frames
-from .fdio import direct_receiver, direct_writer
+from .fdio import direct_receiver, direct_sender, direct_writer
 from .handshake import HandshakeResponse
 from .lines import LineSplitter, LineTooLong, line_pieces, message_line
 from .messages import MessageAssembler, TooBig, fragments
@@ -49,7 +49,7 @@ SOCKET_HIGH_WATER = 1 * MiB
 #: Output for stdout kept in memory before it goes to the spool file, in bytes.
 STDOUT_MEMORY_BYTES = 8 * MiB
 #: stdout is written in pieces of about this many bytes, each ending at a line end.
-STDOUT_WRITE_BYTES = 64 * 1024
+STDOUT_WRITE_BYTES = 1 * MiB
 
 #: RFC 6455 §7.4.1 close codes that end a session cleanly.
 CLEAN_CLOSE_CODES = frozenset({1000, 1001})
@@ -97,6 +97,8 @@ class Relay:
         self._stdout = stdout
         self._receive_stdin = direct_receiver(stdin)
         self._receive_socket = direct_receiver(stream)
+        self._send_socket = direct_sender(stream)
+        self._send_stdout = direct_sender(stdout)
         self._ws = Connection(ConnectionType.CLIENT, trailing_data=response.trailing_data)
         self._frame_limit = response.max_unfragmented_message_bytes or DEFAULT_MAX_FRAME_BYTES
         self._tap = tap or Tap()
@@ -221,7 +223,9 @@ class Relay:
             self._to_socket.uncork()
 
     def _forward_lines(self, items: list[tuple[int, bytes] | LineTooLong]) -> bool:
-        for item in items:
+        items.reverse()  # taken from the end, so that each line is freed once it is sent (memory for big lines)
+        while items:
+            item = items.pop()
             if self._ws.state is not ConnectionState.OPEN:
                 return False
             if isinstance(item, LineTooLong):
@@ -229,8 +233,8 @@ class Relay:
                 if not self._bad_line(BadLine(item.number, reason)):
                     return False
                 continue
-            number, line = item
-            text = self._session.outgoing(number, line)
+            text = self._session.outgoing(*item)
+            del item
             if isinstance(text, BadLine):
                 if not self._bad_line(text):
                     return False
@@ -254,8 +258,9 @@ class Relay:
 
     def _send_text(self, text: str) -> None:
         pieces = fragments(text, self._frame_limit)
-        for index, piece in enumerate(pieces):
-            self._send(TextMessage(data=piece, message_finished=index == len(pieces) - 1))
+        pieces.reverse()  # taken from the end: each fragment is freed once framed
+        while pieces:
+            self._send(TextMessage(data=pieces.pop(), message_finished=not pieces))
 
     def _send(self, event: Event) -> None:
         self._to_socket.put(self._ws.send(event))
@@ -264,7 +269,7 @@ class Relay:
         while True:
             data = await self._to_socket.take()
             try:
-                await self._stream.send_all(data)
+                await self._send_socket(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._to_socket.close()
                 self.end(
@@ -398,7 +403,7 @@ class Relay:
             data = await self._to_stdout.take()
             try:
                 for piece in line_pieces(data, STDOUT_WRITE_BYTES):
-                    await self._stdout.send_all(piece)
+                    await self._send_stdout(piece)
                     if self._to_stdout.abandoned:
                         break  # stop at a line end: stdout never gets half a line
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
