@@ -47,7 +47,7 @@ RECEIVE_BYTES = 256 * 1024
 #: stdin is not read while this many bytes wait for the socket (backpressure), in bytes.
 SOCKET_HIGH_WATER = 1 * MiB
 #: Output for stdout kept in memory before it goes to the spool file, in bytes.
-STDOUT_MEMORY_BYTES = 8 * MiB
+STDOUT_MEMORY_BYTES = 2 * MiB
 #: stdout is written in pieces of about this many bytes, each ending at a line end.
 STDOUT_WRITE_BYTES = 1 * MiB
 
