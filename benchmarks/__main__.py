@@ -47,7 +47,11 @@ def main() -> int:
     parser.add_argument("--repetitions", type=int, help="override the mode's repetitions (at least 3 for a report)")
     parser.add_argument("--json", type=Path, default=Path("benchmark-results.json"), help="where to write the JSON")
     parser.add_argument("--no-websocat", action="store_true", help="run without websocat (no ratios)")
+    parser.add_argument("--table", type=Path, metavar="JSON", help="print the table of an earlier run's JSON; no run")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.table.read_text())["summary"]))
+        return 0
     mode = MODES[args.mode]
     if args.repetitions:
         mode = type(mode)(**{**mode.__dict__, "repetitions": args.repetitions})

@@ -132,7 +132,7 @@ def summarize(samples: Samples, big_message: int) -> dict[str, Any]:
 
 
 def _number(value: float) -> str:
-    if value >= 100_000:
+    if value >= 10_000:
         return f"{value:,.0f}"
     if value >= 100:
         return f"{value:.0f}"
