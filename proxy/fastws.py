@@ -24,9 +24,11 @@ Extensions are not supported on the fast path: with any, every byte goes to wspr
 from __future__ import annotations
 
 import functools
+import importlib.machinery
+import importlib.util
 import os
 import struct
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 from wsproto.connection import Connection as WsprotoConnection
@@ -49,6 +51,35 @@ _HOLD = -1  # a header prefix that may still become a simple frame: wait for mor
 _SLOW = -2  # wsproto takes this frame and every byte after it
 
 
+def _websockets_apply_mask() -> Callable[[bytes, bytes], bytes] | None:
+    """``apply_mask`` of the websockets library's C extension (SIMD), when websockets is installed; else None.
+
+    The extension is loaded from its file without importing the websockets package, whose import costs
+    ``importlib.metadata`` (tens of milliseconds at startup and 1.6 MiB of RSS) for one function.
+    """
+    try:
+        spec = importlib.util.find_spec("websockets")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = os.path.join(folder, "speedups" + suffix)
+                if os.path.isfile(path):
+                    loader = importlib.machinery.ExtensionFileLoader("websockets.speedups", path)
+                    found = importlib.util.spec_from_loader(loader.name, loader)
+                    if found is None:
+                        return None
+                    module = importlib.util.module_from_spec(found)
+                    loader.exec_module(module)
+                    apply_mask: Callable[[bytes, bytes], bytes] = module.apply_mask
+                    return apply_mask
+    except (ImportError, OSError, AttributeError, ValueError):
+        pass
+    return None
+
+
+#: websockets' C masking function, or None: then :func:`python_mask` does it (10 to 40 times slower).
+_C_MASK = _websockets_apply_mask()
+
+
 @functools.lru_cache(maxsize=256)
 def _xor_table(byte: int) -> bytes:
     """The bytes.translate table that XORs every byte with *byte*."""
@@ -57,6 +88,13 @@ def _xor_table(byte: int) -> bytes:
 
 def mask(payload: bytes, key: bytes) -> bytes | bytearray:
     """*payload* XOR the 4-byte *key* repeated (RFC 6455 §5.3); the same call unmasks."""
+    if _C_MASK is not None:
+        return _C_MASK(payload, key)
+    return python_mask(payload, key)
+
+
+def python_mask(payload: bytes, key: bytes) -> bytes | bytearray:
+    """:func:`mask` in pure Python: one big-integer XOR for small payloads, ``bytes.translate`` for larger ones."""
     size = len(payload)
     if size <= INT_MASK_MAX:
         repeated = (key * ((size >> 2) + 1))[:size]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -240,11 +241,27 @@ def test_send_after_close_raises_like_wsproto() -> None:
             connection.send(TextMessage(data="late"))
 
 
-def test_mask_is_its_own_inverse_at_every_size() -> None:
+@pytest.mark.parametrize("mask", [fastws.mask, fastws.python_mask], ids=["mask", "python_mask"])
+def test_mask_is_its_own_inverse_at_every_size(mask: Callable[[bytes, bytes], bytes | bytearray]) -> None:
     key = b"\x9a\x00\xff\x13"
     for size in (0, 1, 3, 4, 5, 125, 1024, 1025, 70000):
         payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
-        masked = fastws.mask(payload, key)
+        masked = mask(payload, key)
         assert len(masked) == size
-        assert all(masked[i] == payload[i] ^ key[i % 4] for i in range(0, size, 97))
-        assert fastws.mask(masked, key) == payload
+        assert all(masked[i] == payload[i] ^ key[i % 4] for i in range(size))
+        assert mask(bytes(masked), key) == payload
+
+
+def test_websockets_c_masking_is_used_when_websockets_is_installed() -> None:
+    assert fastws._C_MASK is not None  # the test extra installs websockets
+
+
+def test_frames_masked_in_pure_python_decode_like_wsprotos(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastws, "_C_MASK", None)  # as without websockets installed
+    fast = fastws.Connection(ConnectionType.CLIENT)
+    for size in (0, 5, 125, 126, 1024, 1025, 70000):
+        message = TextMessage(data="é" * (size // 2) + "x" * (size % 2))
+        assert decoded(ConnectionType.CLIENT, fast.send(message)) == [message]
+    server = fastws.Connection(ConnectionType.SERVER)
+    server.receive_data(frame(0x82, bytes(range(256)) * 9, masked=True, key=b"\x01\x80\xfe\x7f"))
+    assert list(server.events()) == [BytesMessage(data=bytes(range(256)) * 9)]
