@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from .stdio import StdoutStream
+
 WriteNow = Callable[[bytes | bytearray | memoryview], int]
 Receive = Callable[[int], Awaitable[bytes | bytearray]]
 SendAll = Callable[[bytes | bytearray | memoryview], Awaitable[None]]
@@ -32,8 +34,10 @@ def descriptor(stream: trio.abc.AsyncResource) -> int | None:
 
 
 def direct_writer(stream: trio.abc.SendStream) -> WriteNow | None:
-    """:func:`os.write` on *stream*'s non-blocking descriptor (it may write part, or raise BlockingIOError); None
-    for a stream without one."""
+    """One non-blocking write to *stream* (it may write part, or raise BlockingIOError): :func:`os.write` on its
+    descriptor, or :meth:`proxy.stdio.StdoutStream.nonblocking_writer`; None for a stream without one."""
+    if isinstance(stream, StdoutStream):
+        return stream.nonblocking_writer()
     fd = descriptor(stream)
     return None if fd is None else functools.partial(os.write, fd)
 
@@ -50,7 +54,9 @@ def direct_receiver(stream: trio.abc.ReceiveStream) -> Receive:
     fd = descriptor(stream)
     if fd is None:
         return stream.receive_some
-    reads = 0
+    # The first call is a full checkpoint, as trio's: the other tasks get their first turn before this one
+    # starts moving bytes (a proxy whose stderr blocks depends on the order, see test_hostile_env).
+    reads = READS_BETWEEN_SCHEDULE_POINTS
 
     async def receive_some(max_bytes: int) -> bytes:
         nonlocal reads

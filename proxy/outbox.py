@@ -36,6 +36,7 @@ class Outbox:
         self._write_now = write_now
         self._cut_line = False  # a direct write stopped inside a line: the buffer starts with its rest
         self._corked = False
+        self.line_rest = False  # the last take() is the rest of a line a direct write began
         self._in_flight = 0
         self._closed = False
         self._lot = trio.lowlevel.ParkingLot()
@@ -91,11 +92,19 @@ class Outbox:
         while True:
             if self._buffer:
                 data: bytes | bytearray
+                if self._cut_line:  # the rest of a line a direct write began, alone: the writer ends it whole
+                    end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+                    data = bytes(self._buffer[:end])
+                    del self._buffer[:end]
+                    self._cut_line = False
+                    self.line_rest = True
+                    break
                 data, self._buffer = self._buffer, bytearray()
-                self._cut_line = False  # the writer has the rest of that line now
+                self.line_rest = False
                 break
             if self._spool is not None and len(self._spool):
                 data = self._spool.read(SPOOL_READ_BYTES)
+                self.line_rest = False
                 break
             await self._lot.park()
         self._in_flight = len(data)
@@ -105,6 +114,20 @@ class Outbox:
         """The bytes from the last :meth:`take` are written."""
         self._in_flight = 0
         self._lot.unpark_all()
+
+    def take_line_rest(self) -> bytes:
+        """The rest of the line a direct write began (b"" when none), taken like :meth:`take` (call :meth:`done`).
+
+        The writer writes it whole even when cancelled, so stdout keeps whole lines.
+        """
+        if not self._cut_line:
+            return b""
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        rest = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        self._cut_line = False
+        self._in_flight = len(rest)
+        return rest
 
     @property
     def abandoned(self) -> bool:

@@ -14,6 +14,7 @@ module only moves bytes and decides how the session ends (:class:`Ending`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 from dataclasses import dataclass
@@ -33,11 +34,12 @@ from .fastws import Connection  # wsproto's Connection with a fast path for whol
 from .fdio import direct_receiver, direct_sender, direct_writer
 from .handshake import HandshakeResponse
 from .lines import LineSplitter, LineTooLong, line_pieces, message_line
-from .messages import MessageAssembler, TooBig, fragments
+from .messages import MessageAssembler, TooBig, text_fragments, too_big_fragments
 from .options import DEFAULT_MAX_FRAME_BYTES, MiB, ProxyOptions
 from .outbox import Outbox
 from .session import BadLine, Retry, Session
 from .spool import Spool
+from .stdio import FINISH_PIECE_SECONDS
 from .trace import Tap
 
 log = logging.getLogger("codex_appserver")
@@ -46,6 +48,9 @@ log = logging.getLogger("codex_appserver")
 RECEIVE_BYTES = 256 * 1024
 #: stdin is not read while this many bytes wait for the socket (backpressure), in bytes.
 SOCKET_HIGH_WATER = 1 * MiB
+#: A pong is queued only while fewer bytes than this wait for the socket; otherwise it waits outside the queue and
+#: a newer ping replaces it (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping), in bytes.
+PONG_HIGH_WATER = 64 * 1024
 #: Output for stdout kept in memory before it goes to the spool file, in bytes.
 STDOUT_MEMORY_BYTES = 2 * MiB
 #: stdout is written in pieces of about this many bytes, each ending at a line end.
@@ -116,6 +121,7 @@ class Relay:
         self._messages = MessageAssembler(options.max_incoming_size)
         self._last_receive = trio.current_time()
         self._answer: trio.Event | None = None  # set by the reader when anything arrives after a keepalive ping
+        self._pending_ping: Ping | None = None  # the most recent ping not yet answered (PONG_HIGH_WATER)
 
     # -- how the session ends --------------------------------------------------------------------------
 
@@ -214,7 +220,7 @@ class Relay:
                 NORMAL_CLOSURE,
             )
 
-    def _forward(self, items: list[tuple[int, bytes] | LineTooLong]) -> bool:
+    def _forward(self, items: list[tuple[int, bytes | bytearray] | LineTooLong]) -> bool:
         """Send the lines as text messages; False once nothing more may be sent."""
         self._to_socket.cork()  # one write for all of them
         try:
@@ -222,7 +228,7 @@ class Relay:
         finally:
             self._to_socket.uncork()
 
-    def _forward_lines(self, items: list[tuple[int, bytes] | LineTooLong]) -> bool:
+    def _forward_lines(self, items: list[tuple[int, bytes | bytearray] | LineTooLong]) -> bool:
         items.reverse()  # taken from the end, so that each line is freed once it is sent (memory for big lines)
         while items:
             item = items.pop()
@@ -239,6 +245,8 @@ class Relay:
                 if not self._bad_line(text):
                     return False
                 continue
+            if self._session.notice is not None:
+                log.warning("%s", self._session.notice)
             if self._tap.active:
                 self._tap.message("out", text)
             self._send_text(text)
@@ -256,11 +264,9 @@ class Relay:
         log.warning("stdin line %d is %s; not sent", bad.number, bad.reason)
         return True
 
-    def _send_text(self, text: str) -> None:
-        pieces = fragments(text, self._frame_limit)
-        pieces.reverse()  # taken from the end: each fragment is freed once framed
-        while pieces:
-            self._send(TextMessage(data=pieces.pop(), message_finished=not pieces))
+    def _send_text(self, text: str | bytes | bytearray) -> None:
+        for piece, last in text_fragments(text, self._frame_limit):
+            self._send(TextMessage(data=piece, message_finished=last))
 
     def _send(self, event: Event) -> None:
         self._to_socket.put(self._ws.send(event))
@@ -278,6 +284,16 @@ class Relay:
                 )
                 return
             self._to_socket.done()
+            self._send_pong()
+
+    def _send_pong(self) -> None:
+        """Answer the pending ping once the socket queue is short enough (a server that pings and never reads
+        gets at most PONG_HIGH_WATER bytes of pongs queued)."""
+        if self._pending_ping is None or len(self._to_socket) >= PONG_HIGH_WATER:
+            return
+        ping, self._pending_ping = self._pending_ping, None
+        if self._ws.state is ConnectionState.OPEN:
+            self._send(ping.response())
 
     # -- socket -> stdout ------------------------------------------------------------------------------
 
@@ -309,7 +325,7 @@ class Relay:
 
     def _handle_events(self) -> bool:
         """Turn pending wsproto events into stdout lines and replies; False once the connection is over."""
-        lines: list[bytes] = []
+        lines: list[bytes | bytearray] = []
         going_on = True
         for event in self._ws.events():
             if isinstance(event, TextMessage):
@@ -319,27 +335,28 @@ class Relay:
             elif isinstance(event, BytesMessage):
                 self._binary(event)
             elif isinstance(event, Ping):
-                if self._ws.state is ConnectionState.OPEN:
-                    self._send(event.response())
+                self._pending_ping = event  # replaces an older one still waiting
+                self._send_pong()
             elif isinstance(event, CloseConnection):
                 self._closed(event)
                 going_on = False
                 break
         if lines:
-            self._to_stdout.put(b"".join(lines))
+            self._to_stdout.put(lines[0] if len(lines) == 1 else b"".join(lines))  # one line: no copy to join
         self._tap.flush()
         if self._session.drained:
             self._drained.set()
         return going_on
 
-    def _text(self, event: TextMessage) -> bytes | None:
+    def _text(self, event: TextMessage) -> bytes | bytearray | None:
         text = self._messages.text(event.data, event.message_finished)
         if text is None:
             return None
         if isinstance(text, TooBig):
             self.end(
                 ExitStatus.SESSION_FAILED,
-                f"the app-server sent a message of at least {text.size} bytes, over --max-incoming-size "
+                f"the app-server sent a message of at least {text.size} bytes"
+                f"{too_big_fragments(text)}, over --max-incoming-size "
                 f"({self._options.max_incoming_size} bytes); closed with {MESSAGE_TOO_BIG}",
                 MESSAGE_TOO_BIG,
             )
@@ -400,7 +417,19 @@ class Relay:
 
     async def _write_stdout(self) -> None:
         while True:
-            data = await self._to_stdout.take()
+            try:
+                data = await self._to_stdout.take()
+            except trio.Cancelled:
+                await self._finish_line()
+                raise
+            except ProxyError as exc:  # the spool file cannot be read back (issue 9 #1)
+                self._to_stdout.close()
+                self._stdout_failed(Ending(exc.status, exc.message))
+                return
+            if self._to_stdout.line_rest:
+                await self._write_whole(data)
+                self._to_stdout.done()
+                continue
             try:
                 for piece in line_pieces(data, STDOUT_WRITE_BYTES):
                     await self._send_stdout(piece)
@@ -411,6 +440,23 @@ class Relay:
                 self._stdout_failed(stdout_failure(exc))
                 return
             self._to_stdout.done()
+
+    async def _finish_line(self) -> None:
+        """Cancelled while waiting: a line a direct write began (in the reader's task) is ended first."""
+        rest = self._to_stdout.take_line_rest()
+        if rest:
+            await self._write_whole(rest)
+            self._to_stdout.done()
+
+    async def _write_whole(self, rest: bytes | bytearray) -> None:
+        """Write the rest of a line shielded for up to FINISH_PIECE_SECONDS, as :class:`~proxy.stdio.StdoutStream`
+        ends a piece under way: a second signal still leaves whole lines. A failure is the next write's to report."""
+        deadline = trio.current_time() + FINISH_PIECE_SECONDS
+        with (
+            trio.CancelScope(shield=True, deadline=deadline),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            await self._stdout.send_all(rest)
 
     # -- keepalive -------------------------------------------------------------------------------------
 

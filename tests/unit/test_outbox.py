@@ -91,3 +91,30 @@ async def test_large_data_with_a_spool_is_left_to_the_writer() -> None:
 def test_no_direct_writer_for_streams_without_a_descriptor() -> None:
     send, _ = trio.testing.memory_stream_pair()
     assert direct_writer(send) is None
+
+
+async def test_the_rest_of_a_directly_written_line_can_be_taken_out() -> None:
+    ours, peer = small_pair()
+    outbox = Outbox(1 << 20, Spool(1 << 30), direct_writer(ours))
+    line = b"w" * 300_000 + b"\n"
+    outbox.put(line + b"after\n")
+    rest = outbox.take_line_rest()  # what a cancelled writer finishes, so stdout ends at a line end
+    assert 0 < len(rest) < len(line) and rest.endswith(b"\n")
+    assert outbox.take_line_rest() == b""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ours.send_all, rest)
+        assert await drain(peer, len(line)) == line
+    outbox.done()
+    assert len(outbox) == len(b"after\n")
+
+
+async def test_the_writer_takes_the_rest_of_a_directly_written_line_alone() -> None:
+    ours, _peer = small_pair()
+    outbox = Outbox(1 << 20, Spool(1 << 30), direct_writer(ours))
+    line = b"v" * 300_000 + b"\n"
+    outbox.put(line + b"next\n")
+    rest = await outbox.take()
+    assert outbox.line_rest and rest.endswith(b"\n") and b"next" not in rest  # for the writer to end whole
+    outbox.done()
+    assert await outbox.take() == b"next\n"
+    assert not outbox.line_rest
