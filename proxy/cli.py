@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import trio
 
 from . import __version__
+from .clitypes import FiniteFloat
 from .errors import EXIT_STATUSES, ProxyError, descriptor_limit_error
 from .logs import setup_logging
 from .options import MiB, ProxyOptions
@@ -23,19 +22,6 @@ from .target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
 
 PROG = "codex-appserver"
 log = logging.getLogger("codex_appserver")
-
-
-class FiniteFloat(click.FloatRange):
-    """A :class:`click.FloatRange` that refuses ``nan`` and ``inf``, which Python's float() accepts (issue 9 #4):
-    a timeout of ``nan`` never fires and trio refuses it with a traceback."""
-
-    name = "float"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        number: float = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
-        return number
 
 
 def _exit_status_help() -> str:
@@ -285,3 +271,9 @@ def proxy(
     if ending.message:
         log.log(logging.ERROR if ending.status else logging.WARNING, "%s", ending.message)
     sys.exit(ending.status)
+
+
+# Registered last: the serve command imports this module's logging setup when it runs.
+from .serve.command import serve  # noqa: E402
+
+main.add_command(serve)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import trio
 
+from .ending import Ending, stdout_failure
 from .errors import ExitStatus, reason_of
-from .relay import Ending, stdout_failure
 
 COPY_BYTES = 256 * 1024
 

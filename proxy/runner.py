@@ -11,11 +11,15 @@ import trio
 from . import entry
 from .connect import connect, open_connection
 from .daemon import start_daemon
+from .ending import Ending
 from .entry import HANDLED_SIGNALS
 from .errors import ExitStatus, ProxyError, descriptor_limit_error
+from .handshake import HandshakeResponse
+from .jsonl import StdioEndpoint
 from .options import ProxyOptions
 from .raw import RawRelay
-from .relay import Ending, Relay
+from .relay import Relay
+from .session import Session
 from .stdio import StdinStream, StdoutStream, open_stdin, open_stdout
 from .trace import Tap
 
@@ -69,7 +73,7 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
                     )
                     tap.event("handshake", status=101, headers=dict(response.headers))
                     async with stream, _stdio(stdin_fd, stdout_fd) as (stdin, stdout):
-                        relay = Relay(options, str(options.target), stream, response, stdin, stdout, tap)
+                        relay = proxy_relay(options, stream, response, StdioEndpoint(options, stdin, stdout), tap)
                         result = await relay.run()
                 ending = ending or result
             except ProxyError as exc:
@@ -86,6 +90,24 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
         assert ending is not None
         entry.decide(ending.status)  # before the handlers go back: a late signal keeps this status (#12)
     return ending
+
+
+def proxy_relay(
+    options: ProxyOptions, stream: trio.abc.Stream, response: HandshakeResponse, endpoint: StdioEndpoint, tap: Tap
+) -> Relay:
+    """The relay of one ``proxy`` run: stdio downstream, the session's bookkeeping, the options' limits."""
+    return Relay(
+        endpoint,
+        stream,
+        response,
+        str(options.target),
+        max_incoming_size=options.max_incoming_size,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+        close_timeout=options.close_timeout,
+        session=Session(overload_retries=options.overload_retries, until=options.until),
+        tap=tap,
+    )
 
 
 class _stdio:  # noqa: N801 - used like a function, as trio's own context managers are

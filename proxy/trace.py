@@ -61,11 +61,13 @@ class Tap:
 
     :param trace: the open ``--trace`` file, or None.
     :param log_messages: log one line per message at DEBUG (``-vv``).
+    :param label: starts each such line, e.g. the bridge client's address.
     """
 
-    def __init__(self, trace: BinaryIO | None = None, log_messages: bool = False) -> None:
+    def __init__(self, trace: BinaryIO | None = None, log_messages: bool = False, label: str = "") -> None:
         self._trace = trace
         self._log_messages = log_messages
+        self._label = label
         self.active = trace is not None or log_messages
 
     @classmethod
@@ -108,7 +110,7 @@ class Tap:
         data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
         envelope = read_envelope(data)
         if self._log_messages:
-            log.debug("%s %d bytes: %s", direction, len(data), describe(envelope))
+            log.debug("%s%s %d bytes: %s", self._label, direction, len(data), describe(envelope))
         if self._trace is not None:
             body: bytes | bytearray
             if envelope is None:

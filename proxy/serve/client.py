@@ -1,0 +1,303 @@
+"""The downstream endpoint of ``serve``: one WebSocket client, server side, after its 101 (trio side).
+
+Three tasks (:meth:`WebSocketEndpoint.run`):
+
+- ``_read``: the client's bytes -> wsproto SERVER events -> whole text messages for the relay, read no faster
+  than the app-server's socket takes them; pings answered; binary messages dropped with a log line (the daemon
+  drops them too); a message over ``max_message_bytes`` (64 MiB, Codex's cap) closes the client with 1009;
+- ``_write``: the app-server's messages -> the client. They wait in a queue of whole frames bounded by
+  ``queue_bytes``: past it the client is a slow consumer and is closed with 1008 (its upstream with 1001), so
+  the relay can always read the daemon at full speed and other clients are never slowed;
+- ``_keepalive``: a ping after ``ping_interval`` seconds with nothing received; none answered within
+  ``ping_timeout`` closes the client with 1011.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+
+from ..ending import Ending
+from ..errors import ExitStatus
+from ..fastws import Connection  # wsproto's Connection with a fast path for whole data frames
+from ..messages import MessageAssembler, TooBig
+from ..upstream import GOING_AWAY, MESSAGE_TOO_BIG, Text
+
+if TYPE_CHECKING:
+    from ..relay import Relay
+
+log = logging.getLogger("codex_appserver")
+
+RECEIVE_BYTES = 256 * 1024
+#: Frames are written in sends of about this many bytes.
+SEND_BYTES = 256 * 1024
+#: Seconds the client gets to take its last messages and answer our close frame before the connection is dropped.
+FINISH_TIMEOUT = 10.0
+#: The same when the whole bridge is shutting down, which should take seconds at most.
+SHUTDOWN_FINISH_TIMEOUT = 3.0
+
+#: RFC 6455 §7.4.1 close codes the bridge sends its clients.
+POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
+SERVICE_RESTART = 1012
+#: 1005 (no code in the close frame) and 1006 (no close frame at all): for logs only, never sent.
+NO_STATUS = 1005
+ABNORMAL = 1006
+
+KEEPALIVE_PAYLOAD = b"codex-appserver keepalive"
+
+
+class WebSocketEndpoint:
+    """One bridge client as the relay's downstream.
+
+    :param stream: the client's stream (TCP or TLS), its 101 already sent.
+    :param trailing_data: bytes that followed the client's request: its first frames.
+    :param peer: the client's address, for log lines.
+    :param queue_bytes: the most bytes of frames waiting for the client (``--client-queue-bytes``).
+    :param max_message_bytes: the largest message accepted from the client, in bytes.
+    """
+
+    upstream_gone_code: int | None = SERVICE_RESTART
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        trailing_data: bytes,
+        peer: str,
+        *,
+        queue_bytes: int,
+        max_message_bytes: int,
+        ping_interval: float,
+        ping_timeout: float,
+    ) -> None:
+        self._stream = stream
+        self._peer = peer
+        self._ws = Connection(ConnectionType.SERVER, trailing_data=trailing_data)
+        self._limit = queue_bytes
+        self._max_message = max_message_bytes
+        self._messages = MessageAssembler(max_message_bytes)
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._in_flight = 0
+        self._lot = trio.lowlevel.ParkingLot()
+        self._forwarding = True
+        self._broken = False
+        self._eof = False
+        self._reader_done = trio.Event()
+        self._last_receive = trio.current_time()
+        self._answer: trio.Event | None = None
+        #: Messages relayed each way, for the connection's log line.
+        self.from_client = 0
+        self.to_client = 0
+        #: The close code of the connection (sent or received; 1006 when it ended without a close frame).
+        self.close_code: int = ABNORMAL
+        #: How long :meth:`finish` waits for the client, in seconds.
+        self.finish_timeout = FINISH_TIMEOUT
+
+    async def run(self, relay: Relay) -> None:
+        self._relay = relay
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write)
+                nursery.start_soon(self._read)
+                if self._ping_interval > 0:
+                    nursery.start_soon(self._keepalive)
+        finally:
+            self._reader_done.set()
+
+    def _end(self, status: int, message: str | None, code: int | None, reason: str = "") -> None:
+        self._relay.end(Ending(status, message, code, reason), GOING_AWAY)
+
+    # -- client -> relay -------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        upstream = self._relay.upstream
+        try:
+            while self._handle_events():
+                if self._forwarding:
+                    await upstream.wait_writable()
+                try:
+                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                self._last_receive = trio.current_time()
+                if self._answer is not None:
+                    self._answer.set()
+                if data:
+                    self._ws.receive_data(bytes(data))
+                else:
+                    self._eof = True
+                    self._ws.receive_data(None)
+        finally:
+            self._reader_done.set()
+
+    def _handle_events(self) -> bool:
+        relay = self._relay
+        for event in self._ws.events():
+            if isinstance(event, TextMessage):
+                text = self._messages.text(event.data, event.message_finished)
+                if text is None:
+                    continue
+                if isinstance(text, TooBig):
+                    self._end(
+                        ExitStatus.SESSION_FAILED,
+                        f"the client sent a message of at least {text.size} bytes, over the "
+                        f"{self._max_message}-byte limit; closed with {MESSAGE_TOO_BIG}",
+                        MESSAGE_TOO_BIG,
+                        "message too big",
+                    )
+                    continue
+                if self._forwarding and relay.upstream.open:
+                    relay.forward(text)
+                    self.from_client += 1
+            elif isinstance(event, BytesMessage):
+                binary = self._messages.binary(event.data, event.message_finished)
+                if binary is not None:
+                    log.warning("%s: the client sent a binary message (%d bytes); dropped", self._peer, binary.size)
+            elif isinstance(event, Ping):
+                if self._ws.state is ConnectionState.OPEN:
+                    self._put(self._ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self._closed(event)
+                return False
+        return True
+
+    def _closed(self, event: CloseConnection) -> None:
+        state = self._ws.state
+        if self._eof:
+            if self.close_code == ABNORMAL:
+                log.info("client %s closed the connection without a close frame", self._peer)
+            self._end(ExitStatus.OK, None, None)
+        elif state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):  # wsproto could not parse the input
+            self._end(
+                ExitStatus.PROTOCOL,
+                f"the client broke the WebSocket protocol: {event.reason}; closed with {event.code}",
+                int(event.code),
+                event.reason or "",
+            )
+        else:
+            if state is ConnectionState.REMOTE_CLOSING:  # the client closed first: echo its code
+                self._put(self._ws.send(event.response()))
+            self.close_code = int(event.code)
+            self._end(ExitStatus.OK, None, None)
+
+    # -- relay -> client -------------------------------------------------------------------------------
+
+    def deliver(self, texts: list[Text]) -> None:
+        """Queue *texts* as frames for the client; past ``queue_bytes``, close it as a slow consumer.
+
+        The bound applies to what accumulates: a batch that does not fit is refused only when something already
+        waits, so one message larger than ``queue_bytes`` reaches a client that keeps up.
+        """
+        if self._ws.state is not ConnectionState.OPEN or not self._forwarding:
+            return
+        send = self._ws.send
+        # wsproto sends bytes as a binary frame: a text message goes to it as str.
+        data = b"".join(
+            [send(TextMessage(data=text if isinstance(text, str) else text.decode("utf-8"))) for text in texts]
+        )
+        waiting = self._queued + self._in_flight
+        if waiting and waiting + len(data) > self._limit:  # one message larger than the bound still goes out alone
+            self._slow_consumer(waiting + len(data))
+            return
+        self.to_client += len(texts)
+        self._put(data)
+
+    def _slow_consumer(self, size: int) -> None:
+        self._forwarding = False
+        self._queue.clear()
+        self._queued = 0
+        self._end(
+            ExitStatus.SESSION_FAILED,
+            f"the client is a slow consumer: {size} bytes would wait for it, over --client-queue-bytes "
+            f"({self._limit}); closed with {POLICY_VIOLATION}",
+            POLICY_VIOLATION,
+            "slow consumer",
+        )
+
+    def _put(self, data: bytes) -> None:
+        if data and not self._broken:
+            self._queue.append(data)
+            self._queued += len(data)
+            self._lot.unpark_all()
+
+    async def _write(self) -> None:
+        while True:
+            while not self._queue:
+                await self._lot.park()
+            chunks = [self._queue.popleft()]
+            size = len(chunks[0])
+            while self._queue and size + len(self._queue[0]) <= SEND_BYTES:
+                chunks.append(self._queue.popleft())
+                size += len(chunks[-1])
+            self._queued -= size
+            self._in_flight = size
+            try:
+                await self._stream.send_all(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._broken = True
+                self._queue.clear()
+                self._queued = self._in_flight = 0
+                self._lot.unpark_all()
+                self._end(ExitStatus.OK, None, None)
+                return
+            self._in_flight = 0
+            self._lot.unpark_all()
+
+    async def _wait_flushed(self) -> None:
+        while (self._queue or self._in_flight) and not self._broken:
+            await self._lot.park()
+
+    # -- keepalive -------------------------------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        while self._ws.state is ConnectionState.OPEN:
+            due = self._last_receive + self._ping_interval
+            if trio.current_time() < due:
+                await trio.sleep_until(due)
+                continue
+            answered = self._answer = trio.Event()
+            self._put(self._ws.send(Ping(payload=KEEPALIVE_PAYLOAD)))
+            with trio.move_on_after(self._ping_timeout):
+                await answered.wait()
+            self._answer = None
+            if not answered.is_set():
+                self._end(
+                    ExitStatus.SESSION_FAILED,
+                    f"the client stopped answering: no pong within {self._ping_timeout:g} s of a ping",
+                    INTERNAL_ERROR,
+                    "keepalive ping timeout",
+                )
+                return
+
+    # -- ending ----------------------------------------------------------------------------------------
+
+    def stop_receiving(self) -> None:
+        # Keep reading: the client's answer to our close frame is still to come. Nothing more is forwarded.
+        self._forwarding = False
+
+    async def finish(self, ending: Ending) -> None:
+        """Send what is queued (dropped for a slow consumer), then a close frame, and wait for the client's."""
+        code = ending.downstream_code
+        with trio.move_on_after(self.finish_timeout):
+            if self._ws.state is ConnectionState.OPEN:
+                code = code if code is not None else GOING_AWAY
+                self._put(self._ws.send(CloseConnection(code=code, reason=ending.downstream_reason or None)))
+                self.close_code = code
+            await self._wait_flushed()
+            if self._ws.state is ConnectionState.LOCAL_CLOSING and not self._broken:
+                await self._reader_done.wait()
+
+    def abandon(self) -> None:
+        self._queue.clear()
+        self._queued = 0
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,327 @@
+"""``codex-appserver serve``: parse options, check the bind policy, run the bridge. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+import trio
+
+from ..clitypes import FiniteFloat
+from ..errors import EXIT_STATUSES, ProxyError, UsageError
+from ..logs import setup_logging
+from ..options import MiB
+from ..redact import SECRETS
+from ..target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
+from .auth import Token
+from .options import ServeOptions
+from .rules import bind_refusal, parse_bind
+from .server import run_bridge
+from .tokenfile import read_token_file, token_from_env, write_new_token
+
+log = logging.getLogger("codex_appserver")
+access = logging.getLogger("codex_appserver.access")
+
+DEFAULT_BIND = "127.0.0.1:9100"
+T = TypeVar("T")
+
+
+def _exit_status_help() -> str:
+    rows = "\n".join(f"  {status:>3}  {meaning}" for status, meaning in EXIT_STATUSES)
+    return f"\b\nExit statuses:\n{rows}"
+
+
+SERVE_EPILOG = f"""{_exit_status_help()}
+
+\b
+Examples:
+  codex-appserver serve                                   # ws://127.0.0.1:9100/ws, no token (loopback)
+  codex-appserver serve --new-token ~/.codex/bridge.token
+  codex-appserver serve --bind 0.0.0.0:9100 --token-file ~/.codex/bridge.token \\
+    --tls-cert cert.pem --tls-key key.pem
+
+See 'man codex-appserver-serve' for the full reference.
+"""
+
+
+def _bind(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    try:
+        return parse_bind(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        files = f"{cert} and {key}" if key else cert
+        raise UsageError(
+            f"cannot load the TLS certificate and key from {files} (--tls-cert, --tls-key): {reason}; "
+            "give a PEM certificate chain and its private key"
+        ) from None
+    return context
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    setup_logging(verbose, quiet)
+    # The connection lines show at the default verbosity; -q keeps errors only. The listening line always shows.
+    access.setLevel(logging.ERROR if quiet else logging.INFO)
+    logging.getLogger("codex_appserver.listening").setLevel(logging.INFO)
+
+
+@click.command(epilog=SERVE_EPILOG)
+@click.option(
+    "--bind",
+    default=DEFAULT_BIND,
+    show_default=True,
+    metavar="HOST:PORT",
+    callback=_bind,
+    help="Address to listen on; port 0 picks a free port; IPv6 as [::1]:9100. Non-loopback needs a token and TLS.",
+)
+@click.option(
+    "--sock",
+    type=click.Path(dir_okay=False, readable=False),
+    metavar="PATH",
+    help="Control socket each client is relayed to.  [default: $CODEX_HOME/app-server-control/app-server-control.sock]",
+)
+@click.option(
+    "--remote",
+    metavar="URL",
+    help="Relay each client to a remote app-server instead of the socket: ws://HOST:PORT[/PATH] or wss://...",
+)
+@click.option(
+    "--remote-auth-token-env",
+    metavar="VAR",
+    help="Send the remote app-server 'Authorization: Bearer' with the token in this environment variable.",
+)
+@click.option(
+    "--cacert",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="FILE",
+    help="Also trust the CA certificates in this PEM file for a wss:// --remote.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Clients must send the token in this file (trimmed; at least 32 bytes).",
+)
+@click.option("--token-env", metavar="VAR", help="Clients must send the token in this environment variable.")
+@click.option(
+    "--new-token",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write a fresh 256-bit token (base64url) to FILE, mode 0600, and exit; never overwrites.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Serve wss:// with this PEM certificate chain.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The private key of --tls-cert (PEM).  [default: in the --tls-cert file]",
+)
+@click.option(
+    "--allow-plain-ws",
+    is_flag=True,
+    help="Allow a non-loopback --bind without TLS, when a TLS terminator or tunnel sits in front.",
+)
+@click.option(
+    "--allow-origin",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Accept WebSocket requests with this exact Origin, e.g. https://app.example (repeatable); others get 403.",
+)
+@click.option(
+    "--max-clients",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    metavar="N",
+    help="WebSocket clients at once; more get 503.",
+)
+@click.option(
+    "--client-queue-bytes",
+    type=click.IntRange(min=1),
+    default=64 * MiB,
+    show_default=True,
+    metavar="BYTES",
+    help="Messages waiting for one client, at most; past it the client is closed with 1008 (slow consumer).",
+)
+@click.option(
+    "--ping-interval",
+    type=FiniteFloat(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Ping a client or the app-server after this long with nothing received (0: never).",
+)
+@click.option(
+    "--ping-timeout",
+    type=FiniteFloat(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a connection whose ping gets no answer within this long.",
+)
+@click.option(
+    "--wait",
+    type=FiniteFloat(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="When a client arrives and nothing listens on the socket, keep trying this long before 503.  "
+    "[default: 0, or 30 with --start]",
+)
+@click.option(
+    "--start",
+    is_flag=True,
+    help="When a client arrives and nothing listens, run 'codex app-server daemon start', then wait.",
+)
+@click.option(
+    "--codex-bin",
+    type=click.Path(dir_okay=False),
+    default="codex",
+    show_default=True,
+    metavar="PATH",
+    help="The codex executable --start runs.",
+)
+@click.option(
+    "-v", "--verbose", count=True, help="Say more on stderr: -v connection events, -vv each message (method, size)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only (and the listening line).")
+def serve(
+    bind: tuple[str, int],
+    sock: str | None,
+    remote: str | None,
+    remote_auth_token_env: str | None,
+    cacert: str | None,
+    token_file: str | None,
+    token_env: str | None,
+    new_token: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    allow_plain_ws: bool,
+    allow_origin: tuple[str, ...],
+    max_clients: int,
+    client_queue_bytes: int,
+    ping_interval: float,
+    ping_timeout: float,
+    wait: float | None,
+    start: bool,
+    codex_bin: str,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Share the app-server with WebSocket clients over TCP: phones, browsers, other machines' codex --remote.
+
+    Each client that completes the opening handshake gets its own connection to the control socket (or to
+    --remote), so every client shares the daemon's live threads. Once listening, prints one line on stderr:
+    'codex-appserver: listening on ws://HOST:PORT/ws'.
+    """
+    _setup_logging(verbose, quiet)
+    if new_token is not None:
+        _run_or_exit(lambda: write_new_token(new_token))
+        sys.exit(0)
+    if token_file is not None and token_env is not None:
+        raise click.UsageError("--token-file and --token-env cannot be combined")
+    if tls_key is not None and tls_cert is None:
+        raise click.UsageError("--tls-key needs --tls-cert")
+    if remote is not None:
+        if sock is not None:
+            raise click.UsageError("--remote cannot be combined with --sock")
+        if start:
+            raise click.UsageError("--remote cannot be combined with --start")
+    else:
+        for given, name in ((remote_auth_token_env, "--remote-auth-token-env"), (cacert, "--cacert")):
+            if given is not None:
+                raise click.UsageError(f"{name} needs --remote")
+    host, port = bind
+    target, token, tls = _run_or_exit(
+        lambda: _options(
+            host,
+            port,
+            sock,
+            remote,
+            remote_auth_token_env,
+            cacert,
+            token_file,
+            token_env,
+            tls_cert,
+            tls_key,
+            allow_plain_ws,
+        )
+    )
+    options = ServeOptions(
+        host=host,
+        port=port,
+        target=target,
+        token=token,
+        tls=tls,
+        allowed_origins=frozenset(allow_origin),
+        max_clients=max_clients,
+        client_queue_bytes=client_queue_bytes,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        wait=wait if wait is not None else (30.0 if start else 0.0),
+        start=start,
+        codex_bin=codex_bin,
+    )
+    try:
+        status = trio.run(run_bridge, options)
+    except ProxyError as exc:
+        log.error("%s", exc.message)
+        sys.exit(exc.status)
+    sys.exit(status)
+
+
+def _options(
+    host: str,
+    port: int,
+    sock: str | None,
+    remote: str | None,
+    remote_auth_token_env: str | None,
+    cacert: str | None,
+    token_file: str | None,
+    token_env: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    allow_plain_ws: bool,
+) -> tuple[Target, Token | None, ssl.SSLContext | None]:
+    token: Token | None = None
+    if token_file is not None:
+        token = read_token_file(token_file)
+    elif token_env is not None:
+        token = token_from_env(token_env, os.environ)
+    refusal = bind_refusal(host, token is not None, tls_cert is not None, allow_plain_ws)
+    if refusal is not None:
+        raise UsageError(refusal)
+    tls = _tls_context(tls_cert, tls_key) if tls_cert is not None else None
+    target: Target = (
+        remote_target(remote, remote_auth_token_env, os.environ, cacert)
+        if remote is not None
+        else UnixTarget(socket_path(sock, os.environ, Path.cwd()))
+    )
+    if isinstance(target, RemoteTarget) and target.token:
+        SECRETS.add(target.token)  # redacted from every log line from here on
+    return target, token, tls
+
+
+def _run_or_exit(function: Callable[[], T]) -> T:
+    try:
+        return function()
+    except ProxyError as exc:
+        log.error("%s", exc.message)
+        sys.exit(exc.status)

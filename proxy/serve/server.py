@@ -1,0 +1,319 @@
+"""The bridge's trio side: listen, admit each connection, relay each WebSocket client to its own app-server
+connection, and shut down on SIGINT/SIGTERM.
+
+Per accepted connection (one task each, :meth:`Bridge.handle`): the TLS handshake and the request head within
+``header_timeout`` seconds (else the connection is dropped: slowloris), :func:`~proxy.serve.rules.admit`, then
+for an upgrade a new connection to the app-server (503 when there is none), the 101, and a
+:class:`~proxy.relay.Relay` with a :class:`~proxy.serve.client.WebSocketEndpoint` downstream and no session
+bookkeeping: messages pass unchanged. One log line at open and one at close per connection, never a token or a
+payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ..connect import connect, open_connection
+from ..daemon import start_daemon
+from ..ending import Ending
+from ..errors import ExitStatus, ProxyError, ServerUnavailable
+from ..handshake import HandshakeResponse
+from ..relay import Relay
+from ..trace import Tap
+from ..upstream import GOING_AWAY
+from .client import SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
+from .http import BadRequest, ServerHandshake
+from .listen import close_stream, open_listener, peer_name, printable, send_quietly
+from .options import ServeOptions
+from .rules import Gate, HttpRequest, Probe, Respond, Upgrade, admit, url_host
+
+log = logging.getLogger("codex_appserver")
+#: One line per connection at open and at close, shown at the default verbosity.
+access = logging.getLogger("codex_appserver.access")
+#: The one line that says the bridge accepts connections, shown whatever the verbosity.
+listening = logging.getLogger("codex_appserver.listening")
+
+RECEIVE_BYTES = 16 * 1024
+#: Connections still in their TLS or HTTP handshake, at most; more are closed at once (header floods).
+MAX_PENDING = 256
+#: How long /readyz may take to connect to the app-server, in seconds.
+PROBE_TIMEOUT = 2.0
+#: Signals that shut the bridge down.
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SHUTDOWN_REASON = "the bridge is shutting down"
+
+
+class Bridge:
+    """The running bridge: its listener, its clients, and how it shuts down."""
+
+    def __init__(self, options: ServeOptions, listener: trio.SocketListener) -> None:
+        self._options = options
+        self._listener = listener
+        self._gate = Gate(options.token, options.allowed_origins, options.max_clients)
+        self._clients = 0
+        self._pending = 0
+        self._relays: dict[Relay, WebSocketEndpoint] = {}
+        self._handshakes: set[trio.CancelScope] = set()
+        self._accepting = trio.CancelScope()
+        self._stopping = False
+        self._start_lock = trio.Lock()
+        self._last_start = -float("inf")
+
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT/ws`` (``wss://`` with TLS) with the port actually bound."""
+        port = self._listener.socket.getsockname()[1]
+        scheme = "wss" if self._options.tls is not None else "ws"
+        return f"{scheme}://{url_host(self._options.host)}:{port}/ws"
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def serve(self) -> None:
+        """Accept connections until :meth:`shut_down`, then wait for every connection to end."""
+        async with trio.open_nursery() as nursery:
+            with self._accepting:
+                while True:
+                    try:
+                        stream = await self._listener.accept()
+                    except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: out of resources for now
+                        log.error("cannot accept a connection: %s; trying again in 0.1 s", exc.strerror or exc)
+                        await trio.sleep(0.1)
+                        continue
+                    nursery.start_soon(self.handle, stream)
+            await self._listener.aclose()
+
+    def shut_down(self) -> None:
+        """Stop accepting, drop connections still in their handshake, close every client with 1001."""
+        self._stopping = True
+        self._accepting.cancel()
+        for scope in self._handshakes:
+            scope.cancel()
+        for relay, endpoint in self._relays.items():
+            endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
+            relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
+
+    # -- one connection --------------------------------------------------------------------------------
+
+    async def handle(self, tcp: trio.SocketStream) -> None:
+        """Serve one connection; a failure here is logged and ends this connection only, never the bridge."""
+        try:
+            await self._handle(tcp)
+        except Exception as exc:  # a bug must not take every other client down with it
+            log.error("%s: internal error, connection dropped: %s: %s", peer_name(tcp)[1], type(exc).__name__, exc)
+            log.debug("internal error", exc_info=True)
+            await trio.aclose_forcefully(tcp)
+
+    async def _handle(self, tcp: trio.SocketStream) -> None:
+        address, peer = peer_name(tcp)
+        if self._pending >= MAX_PENDING:
+            await trio.aclose_forcefully(tcp)
+            access.info("%s: dropped: %d connections are already in their handshake", peer, MAX_PENDING)
+            return
+        started = trio.current_time()
+        stream: trio.abc.Stream = tcp
+        try:
+            self._pending += 1
+            try:
+                handshake, request, stream = await self._read_request(tcp, peer)
+            finally:
+                self._pending -= 1
+            if request is None:
+                return
+            decision = admit(request, self._gate, address, trio.current_time(), self._clients)
+            if isinstance(decision, Upgrade):
+                await self._upgrade(stream, handshake, decision, peer, started, request)
+                return
+            if isinstance(decision, Probe):
+                decision = await self._probe()
+            await self._respond(stream, handshake, decision)
+            access.info(
+                "%s: %s %s -> %d", peer, request.method.decode("latin-1"), printable(request.path), decision.status
+            )
+        finally:
+            await close_stream(stream)
+
+    async def _read_request(
+        self, tcp: trio.SocketStream, peer: str
+    ) -> tuple[ServerHandshake, HttpRequest | None, trio.abc.Stream]:
+        handshake = ServerHandshake()
+        stream: trio.abc.Stream = tcp
+        scope = trio.CancelScope(deadline=trio.current_time() + self._options.header_timeout)
+        self._handshakes.add(scope)
+        if self._stopping:
+            scope.cancel()
+        try:
+            with scope:
+                if self._options.tls is not None:
+                    stream = trio.SSLStream(tcp, self._options.tls, server_side=True)
+                    try:
+                        await stream.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        access.info("%s: TLS handshake failed: %s", peer, exc.__cause__ or exc)
+                        return handshake, None, stream
+                while True:
+                    try:
+                        data = await stream.receive_some(RECEIVE_BYTES)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
+                    try:
+                        request = handshake.receive_data(bytes(data))
+                    except BadRequest as exc:
+                        if exc.response:
+                            await send_quietly(stream, exc.response)
+                            access.info("%s: -> %d", peer, exc.status)
+                        return handshake, None, stream
+                    if request is not None:
+                        return handshake, request, stream
+        finally:
+            self._handshakes.discard(scope)
+        if not self._stopping:
+            access.info("%s: dropped: no whole request within %g s", peer, self._options.header_timeout)
+        return handshake, None, stream
+
+    async def _respond(self, stream: trio.abc.Stream, handshake: ServerHandshake, answer: Respond) -> None:
+        await send_quietly(stream, handshake.respond(answer))
+
+    async def _probe(self) -> Respond:
+        target = self._options.target
+        try:
+            with trio.fail_after(PROBE_TIMEOUT):
+                probe = await connect(target, PROBE_TIMEOUT)
+        except (ProxyError, trio.TooSlowError):
+            return Respond(503, b"not ready: the app-server does not accept connections\n")
+        await trio.aclose_forcefully(probe)
+        return Respond(200, b"ready\n")
+
+    async def _start_daemon(self) -> None:
+        # Clients arriving together start the daemon once; a later outage may start it again.
+        async with self._start_lock:
+            if trio.current_time() - self._last_start < max(self._options.wait, 1.0):
+                return
+            self._last_start = trio.current_time()
+            await start_daemon(self._options.codex_bin, os.environ)
+
+    async def _upgrade(
+        self,
+        stream: trio.abc.Stream,
+        handshake: ServerHandshake,
+        upgrade: Upgrade,
+        peer: str,
+        started: float,
+        request: HttpRequest,
+    ) -> None:
+        options = self._options
+        self._clients += 1  # the slot is taken while the app-server connection opens
+        try:
+            start: Callable[[], Awaitable[None]] | None = self._start_daemon if options.start else None
+            try:
+                upstream, response = await open_connection(options.target, options.connect_timeout, options.wait, start)
+            except ProxyError as exc:
+                log.warning("%s: no app-server connection for this client: %s", peer, exc.message)
+                unavailable = isinstance(exc, ServerUnavailable)
+                body = b"the app-server is not running; try again later\n" if unavailable else b"bad gateway\n"
+                await self._respond(stream, handshake, Respond(503 if unavailable else 502, body))
+                access.info("%s: GET %s -> %d", peer, printable(request.path), 503 if unavailable else 502)
+                return
+            accept = handshake.accept(upgrade.key, upgrade.subprotocol)
+            if accept is None:
+                await trio.aclose_forcefully(upstream)
+                await self._respond(stream, handshake, Respond(400, b"bad request: an upgrade has no body\n"))
+                return
+            async with upstream:
+                await self._relay(stream, handshake, accept, upstream, response, peer, started, request)
+        finally:
+            self._clients -= 1
+
+    async def _relay(
+        self,
+        stream: trio.abc.Stream,
+        handshake: ServerHandshake,
+        accept: bytes,
+        upstream: trio.abc.Stream,
+        response: HandshakeResponse,
+        peer: str,
+        started: float,
+        request: HttpRequest,
+    ) -> None:
+        options = self._options
+        try:
+            await stream.send_all(accept)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            access.info("%s: left before the 101", peer)
+            return
+        clients = f"{self._clients} client{'' if self._clients == 1 else 's'}"
+        access.info("%s: GET %s -> 101, open (%s connected)", peer, printable(request.path), clients)
+        endpoint = WebSocketEndpoint(
+            stream,
+            handshake.trailing_data,
+            peer,
+            queue_bytes=options.client_queue_bytes,
+            max_message_bytes=options.max_client_message,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+        )
+        relay = Relay(
+            endpoint,
+            upstream,
+            response,
+            str(options.target),
+            max_incoming_size=options.max_incoming_size,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            close_timeout=options.close_timeout,
+            tap=Tap(None, log.isEnabledFor(logging.DEBUG), f"{peer}: "),
+            announce=lambda ending: log.warning("%s: %s", peer, ending.message) if ending.message else None,
+        )
+        self._relays[relay] = endpoint
+        if self._stopping:
+            endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
+            relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
+        try:
+            await relay.run()
+        finally:
+            del self._relays[relay]
+        access.info(
+            "%s: closed %d after %.1f s, %s from the client, %d to it",
+            peer,
+            endpoint.close_code,
+            trio.current_time() - started,
+            f"{endpoint.from_client} message{'' if endpoint.from_client == 1 else 's'}",
+            endpoint.to_client,
+        )
+
+
+async def run_bridge(options: ServeOptions) -> int:
+    """Run ``serve`` until SIGINT or SIGTERM; return the exit status.
+
+    The first signal stops accepting, closes every client with 1001 and its app-server connection, and returns 0
+    once they are done; a second one ends at once with 128+N.
+
+    :raises ProxyError: the bridge cannot listen (69, 77).
+    """
+    status: int = ExitStatus.OK
+    with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
+        listener = await open_listener(options.host, options.port)
+        bridge = Bridge(options, listener)
+        listening.info("listening on %s", bridge.url)
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                nonlocal status
+                async for signum in signals:
+                    if not bridge.stopping:
+                        log.warning("%s: closing every client with 1001", signal.Signals(signum).name)
+                        bridge.shut_down()
+                    else:
+                        status = 128 + signum
+                        nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_signals)
+            await bridge.serve()
+            nursery.cancel_scope.cancel()
+    return status
