@@ -6,12 +6,18 @@ write and one task switch. The writer calls :meth:`Outbox.done` after each write
 
 With a :class:`~proxy.spool.Spool`, bytes past ``memory_limit`` go to disk instead of memory, and come back in
 order: once anything is on disk, later bytes follow it there until the disk part has been taken.
+
+With a ``write_now`` function (:func:`proxy.fdio.direct_writer`: a non-blocking write to the stream's file
+descriptor), a put while nothing is queued or being written is written at once, in the producer's task: a
+message then costs no task switch and no wake-up of the writer, which only takes what the descriptor did not
+accept.
 """
 
 from __future__ import annotations
 
 import trio
 
+from .fdio import WriteNow
 from .spool import Spool
 
 #: The most bytes one :meth:`Outbox.take` reads back from the spool, in bytes.
@@ -21,10 +27,16 @@ SPOOL_READ_BYTES = 1024 * 1024
 class Outbox:
     """Bytes waiting to be written, plus the bytes of the write in progress."""
 
-    def __init__(self, memory_limit: int | None = None, spool: Spool | None = None) -> None:
+    def __init__(
+        self, memory_limit: int | None = None, spool: Spool | None = None, write_now: WriteNow | None = None
+    ) -> None:
         self._buffer = bytearray()
         self._memory_limit = memory_limit
         self._spool = spool
+        self._write_now = write_now
+        self._cut_line = False  # a direct write stopped inside a line: the buffer starts with its rest
+        self._corked = False
+        self.line_rest = False  # the last take() is the rest of a line a direct write began
         self._in_flight = 0
         self._closed = False
         self._lot = trio.lowlevel.ParkingLot()
@@ -33,7 +45,7 @@ class Outbox:
         """Bytes queued (in memory or spooled) or being written."""
         return len(self._buffer) + self._in_flight + (len(self._spool) if self._spool else 0)
 
-    def put(self, data: bytes | bytearray) -> None:
+    def put(self, data: bytes | bytearray | memoryview) -> None:
         """Queue *data*; never blocks. Dropped once the outbox is closed.
 
         :raises LocalIOError: the spool is full or its disk failed.
@@ -45,17 +57,54 @@ class Outbox:
             spool.append(data)  # once anything is on disk, later bytes queue behind it there
         else:
             self._buffer += data
-        self._lot.unpark_all()
+        if not self._corked:
+            self._flush()
+
+    def cork(self) -> None:
+        """Gather what is put until :meth:`uncork`, to write it at once (many messages, one system call)."""
+        self._corked = True
+
+    def uncork(self) -> None:
+        """Write what was gathered since :meth:`cork` (or hand it to the writer)."""
+        self._corked = False
+        if self._buffer or (self._spool is not None and len(self._spool)):
+            self._flush()
+
+    def _flush(self) -> None:
+        buffer = self._buffer
+        if self._write_now is not None and buffer and not self._in_flight and not (self._spool and len(self._spool)):
+            try:
+                written = self._write_now(buffer)
+            except OSError:  # EAGAIN: the writer takes it all; any other error it meets again and reports
+                written = 0
+            if written == len(buffer):
+                buffer.clear()
+                self._cut_line = False
+                return
+            if written:
+                self._cut_line = buffer[written - 1] != 0x0A
+                del buffer[:written]
+        if self._lot:
+            self._lot.unpark_all()
 
     async def take(self) -> bytes | bytearray:
         """Wait for queued bytes and take the oldest; call :meth:`done` once they are written."""
         while True:
             if self._buffer:
                 data: bytes | bytearray
+                if self._cut_line:  # the rest of a line a direct write began, alone: the writer ends it whole
+                    end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+                    data = bytes(self._buffer[:end])
+                    del self._buffer[:end]
+                    self._cut_line = False
+                    self.line_rest = True
+                    break
                 data, self._buffer = self._buffer, bytearray()
+                self.line_rest = False
                 break
             if self._spool is not None and len(self._spool):
                 data = self._spool.read(SPOOL_READ_BYTES)
+                self.line_rest = False
                 break
             await self._lot.park()
         self._in_flight = len(data)
@@ -66,15 +115,33 @@ class Outbox:
         self._in_flight = 0
         self._lot.unpark_all()
 
+    def take_line_rest(self) -> bytes:
+        """The rest of the line a direct write began (b"" when none), taken like :meth:`take` (call :meth:`done`).
+
+        The writer writes it whole even when cancelled, so stdout keeps whole lines.
+        """
+        if not self._cut_line:
+            return b""
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        rest = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        self._cut_line = False
+        self._in_flight = len(rest)
+        return rest
+
     @property
     def abandoned(self) -> bool:
         """True after :meth:`abandon` or :meth:`close`: the writer should stop after its current piece."""
         return self._closed
 
     def abandon(self) -> None:
-        """Stop: drop what is queued and delete the spool; the write in progress still counts until :meth:`done`."""
+        """Stop: drop what is queued and delete the spool; the write in progress still counts until :meth:`done`.
+
+        The rest of a line a direct write began stays queued: the writer ends it, so no half line is left.
+        """
         self._closed = True
-        self._buffer = bytearray()
+        end = self._buffer.find(b"\n") + 1 if self._cut_line else 0
+        self._buffer = self._buffer[:end]
         if self._spool is not None:
             self._spool.close()
         self._lot.unpark_all()
@@ -82,6 +149,7 @@ class Outbox:
     def close(self) -> None:
         """The stream is gone: :meth:`abandon`, and the write in progress is over too."""
         self.abandon()
+        self._buffer = bytearray()
         self._in_flight = 0
         self._lot.unpark_all()
 

@@ -35,7 +35,7 @@ class Spool:
         """Bytes appended and not yet read."""
         return self._write_at - self._read_at
 
-    def append(self, data: bytes | bytearray) -> None:
+    def append(self, data: bytes | bytearray | memoryview) -> None:
         """Add *data* at the end."""
         if self._write_at + len(data) > self._limit:
             raise LocalIOError(

@@ -17,9 +17,11 @@ over whole.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import stat
+from collections.abc import Callable
 
 import trio
 
@@ -129,6 +131,16 @@ class StdoutStream(_Base, trio.abc.SendStream):
             raise
         except OSError as exc:
             raise trio.BrokenResourceError(os.strerror(exc.errno or 0)) from exc
+
+    def nonblocking_writer(self) -> Callable[[bytes | bytearray | memoryview], int] | None:
+        """A function making one non-blocking write (the count written; BlockingIOError when full; OSError on
+        failure), for writing in the producer's task; None when stdout is written by a worker thread."""
+        if self._how == "thread":
+            return None
+        sock = self._sock
+        if sock is not None:
+            return lambda data: sock.send(data, socket.MSG_DONTWAIT)
+        return functools.partial(os.write, self._fd)
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._how != "thread":

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import trio
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
 from .errors import ExitStatus, reason_of
+from .fastws import Connection  # wsproto's Connection with a fast path for whole data frames
+from .fdio import direct_receiver, direct_sender, direct_writer
 from .handshake import HandshakeResponse
 from .messages import MessageAssembler, TooBig, text_fragments, too_big_fragments
 from .options import DEFAULT_MAX_FRAME_BYTES, MiB
@@ -124,7 +126,9 @@ class Upstream:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._tap = tap
-        self._outbox = Outbox()
+        self._outbox = Outbox(write_now=direct_writer(stream))
+        self._receive_socket = direct_receiver(stream)
+        self._send_socket = direct_sender(stream)
         self._messages = MessageAssembler(max_incoming_size)
         self._max_incoming_size = max_incoming_size
         self._socket_done = trio.Event()
@@ -184,7 +188,7 @@ class Upstream:
         while True:
             data = await self._outbox.take()
             try:
-                await self._stream.send_all(data)
+                await self._send_socket(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._outbox.close()
                 self._listener.upstream_ended(
@@ -214,7 +218,7 @@ class Upstream:
         try:
             while self._handle_events():
                 try:
-                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                    data = await self._receive_socket(RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""  # ECONNRESET: the same as EOF without a close frame
                 self._last_receive = trio.current_time()

@@ -19,11 +19,12 @@ from collections import deque
 from typing import Protocol
 
 import trio
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from ..ending import Ending
 from ..errors import ExitStatus
+from ..fastws import Connection  # wsproto's Connection with a fast path for whole data frames
 from ..messages import MessageAssembler, TooBig
 from ..upstream import GOING_AWAY, MESSAGE_TOO_BIG, Text
 

@@ -1,0 +1,259 @@
+"""The clients under test: a stdio tool (``codex-appserver proxy``, websocat) as a subprocess, or a direct client.
+
+Every byte that comes back is compared with the bytes expected, in order, as it arrives: a lost, split,
+reordered or extra line fails the run (:class:`BenchFailure`), and so does output that stops coming for
+:data:`STALL_SECONDS` while some is still owed (a line held back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from .procfs import cpu_seconds, peak_rss_bytes
+
+#: No output for this long while bytes are still owed fails the run, in seconds.
+STALL_SECONDS = 30.0
+#: Bytes per write to the tool's stdin, and per read of its stdout or the socket.
+WRITE_BYTES = 1 << 20
+READ_BYTES = 4 << 20
+#: The pipes to and from a tool are this big (both tools get the same; Linux's default cap).
+PIPE_BYTES = 1 << 20
+
+
+class BenchFailure(Exception):
+    """The run failed: wrong, missing or extra bytes, a stall, or a tool that exited badly."""
+
+
+class Stalled(BenchFailure):
+    """Output stopped while bytes were still owed (lost or held back)."""
+
+
+@dataclass
+class Stream:
+    """One streaming measurement: *seconds* from the first byte written to the last byte checked."""
+
+    seconds: float
+    cpu_seconds: float | None  # the client's own CPU time (None: the in-process client)
+    echo_cpu_seconds: float
+    peak_rss: int | None  # VmHWM of the tool process at the end, in bytes
+
+
+def _where(expected: bytes | memoryview, pos: int, chunk: bytes) -> str:
+    view = memoryview(expected)
+    if pos + len(chunk) > len(view):
+        return f"{pos + len(chunk) - len(view)} bytes more than were sent"
+    index = next(i for i in range(len(chunk)) if chunk[i] != view[pos + i])
+    line_number = bytes(view[: pos + index]).count(b"\n") + 1
+    return f"byte {pos + index} (line {line_number}) differs: got {chunk[index : index + 40]!r}"
+
+
+def check_chunks(read: Callable[[], bytes], expected: bytes, name: str) -> None:
+    """Read until *expected* has come back whole, comparing each chunk as it arrives."""
+    view = memoryview(expected)
+    pos = 0
+    while pos < len(view):
+        chunk = read()
+        if not chunk:
+            raise BenchFailure(f"{name}: output ended after {pos} of {len(view)} bytes (lost or held back)")
+        end = pos + len(chunk)
+        if end > len(view) or view[pos:end] != chunk:
+            raise BenchFailure(f"{name}: {_where(expected, pos, chunk)}")
+        pos = end
+
+
+def _writer(write: Callable[[memoryview], int], data: bytes, errors: list[BaseException]) -> threading.Thread:
+    def run() -> None:
+        view = memoryview(data)
+        try:
+            at = 0
+            while at < len(view):
+                at += write(view[at : at + WRITE_BYTES])
+        except OSError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+class PipeTool:
+    """A tool that relays JSONL on stdio to a WebSocket server: one subprocess per measurement."""
+
+    def __init__(
+        self, name: str, argv: Callable[[str], Sequence[str]], clean_exit: bool, stall_seconds: float = STALL_SECONDS
+    ) -> None:
+        """:param argv: the command line for a server socket path.
+        :param clean_exit: the tool exits 0 by itself at stdin EOF (else it is stopped with SIGTERM).
+        :param stall_seconds: no output for this long while bytes are owed raises :class:`Stalled`.
+        """
+        self.name = name
+        self._argv = argv
+        self._clean_exit = clean_exit
+        self.stall_seconds = stall_seconds
+
+    @contextlib.contextmanager
+    def running(self, sock: str) -> Iterator[Running]:
+        """Start the tool; on leaving, close its stdin, check nothing more comes out and that it ends."""
+        with tempfile.TemporaryFile() as stderr:
+            proc = subprocess.Popen(
+                list(self._argv(sock)), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, bufsize=0
+            )
+            assert proc.stdin is not None and proc.stdout is not None
+            running = Running(self.name, proc, proc.stdin.fileno(), proc.stdout.fileno(), self.stall_seconds)
+            try:
+                yield running
+                running.finish(self._clean_exit, stderr)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                proc.stdin.close()
+                proc.stdout.close()
+
+
+class Running:
+    """A started tool: write its stdin, read and check its stdout."""
+
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], stdin: int, stdout: int, stall: float) -> None:
+        self.name = name
+        self._stall = stall
+        self.proc = proc
+        self._stdin = stdin
+        self._stdout = stdout
+        for fd in (stdin, stdout):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self._poll = select.poll()
+        self._poll.register(stdout, select.POLLIN)
+
+    def read(self) -> bytes:
+        """The next bytes on stdout (b"" at EOF).
+
+        :raises Stalled: nothing for the tool's stall time.
+        """
+        if not self._poll.poll(self._stall * 1000):
+            raise Stalled(f"{self.name}: no output for {self._stall:g} s while bytes are owed (lost or held back)")
+        return os.read(self._stdout, READ_BYTES)
+
+    def stream(self, data: bytes, echo_pid: int) -> Stream:
+        """Write *data* (whole lines) to stdin while checking it comes back on stdout."""
+        errors: list[BaseException] = []
+        cpu = cpu_seconds(self.proc.pid)
+        echo_cpu = cpu_seconds(echo_pid)
+        start = time.perf_counter()
+        thread = _writer(lambda view: os.write(self._stdin, view), data, errors)
+        check_chunks(self.read, data, self.name)
+        seconds = time.perf_counter() - start
+        result = Stream(
+            seconds,
+            cpu_seconds(self.proc.pid) - cpu,
+            cpu_seconds(echo_pid) - echo_cpu,
+            peak_rss_bytes(self.proc.pid),
+        )
+        thread.join()
+        if errors:
+            raise BenchFailure(f"{self.name}: writing stdin failed: {errors[0]}")
+        return result
+
+    def round_trips(self, lines: Sequence[bytes]) -> list[float]:
+        """Send each line once the previous one is back; the round-trip time of each, in seconds."""
+        times = []
+        for one in lines:
+            start = time.perf_counter()
+            os.write(self._stdin, one)
+            check_chunks(self.read, one, self.name)
+            times.append(time.perf_counter() - start)
+        return times
+
+    def finish(self, clean_exit: bool, stderr: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        deadline = time.monotonic() + (STALL_SECONDS if clean_exit else 2.0)
+        while time.monotonic() < deadline and self._poll.poll(max(0, deadline - time.monotonic()) * 1000):
+            extra = os.read(self._stdout, READ_BYTES)
+            if not extra:
+                break
+            raise BenchFailure(f"{self.name}: {len(extra)} unexpected bytes after the last line: {extra[:60]!r}")
+        if not clean_exit:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            status = self.proc.wait(STALL_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise BenchFailure(f"{self.name}: still running {STALL_SECONDS:g} s after stdin EOF") from None
+        if clean_exit and status != 0:
+            assert hasattr(stderr, "seek") and hasattr(stderr, "read")
+            stderr.seek(0)
+            raise BenchFailure(f"{self.name}: exit status {status}: {stderr.read().decode(errors='replace')}")
+
+
+# -- the direct client, no proxy: the limit ---------------------------------------------------------------
+
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+class Direct:
+    """A WebSocket client in this process, sending pre-built frames: what the echo server can do at most."""
+
+    name = "direct"
+
+    def __init__(self, sock: str) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.connect(sock)
+        self._sock.sendall(UPGRADE)
+        response = b""
+        while b"\r\n\r\n" not in response:
+            more = self._sock.recv(4096)
+            if not more:
+                raise BenchFailure("direct: the echo server closed during the handshake")
+            response += more
+        if not response.startswith(b"HTTP/1.1 101 "):
+            raise BenchFailure(f"direct: handshake refused: {response[:60]!r}")
+        self._pending = response.split(b"\r\n\r\n", 1)[1]
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def read(self) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        ready, _, _ = select.select([self._sock], [], [], STALL_SECONDS)
+        if not ready:
+            raise Stalled(f"direct: no frames for {STALL_SECONDS:g} s while bytes are owed")
+        return self._sock.recv(READ_BYTES)
+
+    def stream(self, frames: bytes, expected: bytes, echo_pid: int) -> Stream:
+        errors: list[BaseException] = []
+        echo_cpu = cpu_seconds(echo_pid)
+        start = time.perf_counter()
+        thread = _writer(self._sock.send, frames, errors)
+        check_chunks(self.read, expected, self.name)
+        seconds = time.perf_counter() - start
+        result = Stream(seconds, None, cpu_seconds(echo_pid) - echo_cpu, None)
+        thread.join()
+        if errors:
+            raise BenchFailure(f"direct: sending failed: {errors[0]}")
+        return result
+
+    def round_trips(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[float]:
+        times = []
+        for frame, back in pairs:
+            start = time.perf_counter()
+            self._sock.sendall(frame)
+            check_chunks(self.read, back, self.name)
+            times.append(time.perf_counter() - start)
+        return times

@@ -1,0 +1,335 @@
+"""A drop-in for :class:`wsproto.connection.Connection` with a fast path for whole, unfragmented data frames.
+
+Sans-I/O, like wsproto. Profiling the relay showed most of its CPU in wsproto's per-frame parsing, masking and
+serializing. This class handles only the common case itself and hands everything else to a wsproto
+:class:`~wsproto.connection.Connection` it wraps, so wsproto stays the protocol engine:
+
+- **Receiving.** A frame is *simple* when it is a text or binary frame with FIN set, no RSV bit, masked exactly
+  when the peer is a client (RFC 6455 §5.1), a minimal payload length (§5.2), arrives whole, and starts while no
+  fragmented message is in progress. Such a frame becomes one :class:`~wsproto.events.TextMessage` (strict
+  UTF-8, §8.1) or :class:`~wsproto.events.BytesMessage`, exactly the event wsproto makes of it. Every other
+  byte goes to wsproto, in order and as it arrives: control frames, fragments, a frame whose payload is still
+  coming, and anything wsproto would reject (then wsproto reports it, with its close code and reason, and takes
+  every later byte). A header prefix is kept back only while it can still become a simple frame, where wsproto
+  would also just wait. So the events, their order, the errors and the state are wsproto's, for any stream and
+  any read boundaries (``tests/unit/test_fastws.py`` checks this against wsproto with hypothesis).
+- **Sending.** A whole :class:`~wsproto.events.Message` (``message_finished``) outside a fragmented one, in state
+  OPEN, is framed here: text if its data is ``str``, else binary, as wsproto decides. A client masks every
+  frame with a fresh random 32-bit key (§5.3), taken from :func:`os.urandom` in batches. Everything else goes to
+  wsproto.
+
+Extensions are not supported on the fast path: with any, every byte goes to wsproto.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.machinery
+import importlib.util
+import os
+import struct
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING
+
+from wsproto.connection import Connection as WsprotoConnection
+from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Event, Message, TextMessage
+
+if TYPE_CHECKING:
+    from wsproto.extensions import Extension
+
+#: Random bytes fetched per :func:`os.urandom` call for masking keys: 1024 keys.
+MASK_BATCH_BYTES = 4096
+#: Payloads up to this many bytes are masked with one big-integer XOR; longer ones with bytes.translate.
+INT_MASK_MAX = 1024
+
+_RECEIVING = (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING)
+_DATA_OPCODES = (0x0, 0x1, 0x2)
+_CONTROL_OPCODES = (0x8, 0x9, 0xA)
+_CLOSE = 0x8
+_HOLD = -1  # a header prefix that may still become a simple frame: wait for more bytes
+_SLOW = -2  # wsproto takes this frame and every byte after it
+
+
+def _websockets_apply_mask() -> Callable[[bytes, bytes], bytes] | None:
+    """``apply_mask`` of the websockets library's C extension (SIMD), when websockets is installed; else None.
+
+    The extension is loaded from its file without importing the websockets package, whose import costs
+    ``importlib.metadata`` (tens of milliseconds at startup and 1.6 MiB of RSS) for one function.
+    """
+    try:
+        spec = importlib.util.find_spec("websockets")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = os.path.join(folder, "speedups" + suffix)
+                if os.path.isfile(path):
+                    loader = importlib.machinery.ExtensionFileLoader("websockets.speedups", path)
+                    found = importlib.util.spec_from_loader(loader.name, loader)
+                    if found is None:
+                        return None
+                    module = importlib.util.module_from_spec(found)
+                    loader.exec_module(module)
+                    apply_mask: Callable[[bytes, bytes], bytes] = module.apply_mask
+                    return apply_mask
+    except (ImportError, OSError, AttributeError, ValueError):
+        pass
+    return None
+
+
+#: websockets' C masking function, or None: then :func:`python_mask` does it (10 to 40 times slower).
+_C_MASK = _websockets_apply_mask()
+
+
+@functools.lru_cache(maxsize=256)
+def _xor_table(byte: int) -> bytes:
+    """The bytes.translate table that XORs every byte with *byte*."""
+    return bytes(value ^ byte for value in range(256))
+
+
+def mask(payload: bytes, key: bytes) -> bytes | bytearray:
+    """*payload* XOR the 4-byte *key* repeated (RFC 6455 §5.3); the same call unmasks."""
+    if _C_MASK is not None:
+        return _C_MASK(payload, key)
+    return python_mask(payload, key)
+
+
+def python_mask(payload: bytes, key: bytes) -> bytes | bytearray:
+    """:func:`mask` in pure Python: one big-integer XOR for small payloads, ``bytes.translate`` for larger ones."""
+    size = len(payload)
+    if size <= INT_MASK_MAX:
+        repeated = (key * ((size >> 2) + 1))[:size]
+        return (int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")).to_bytes(size, "little")
+    data = bytearray(payload)
+    for offset in range(4):
+        data[offset::4] = data[offset::4].translate(_xor_table(key[offset]))
+    return data
+
+
+def _header(first: int, size: int, mask_bit: int) -> bytes:
+    if size < 126:
+        return bytes((first, size | mask_bit))
+    if size < 0x10000:
+        return struct.pack("!BBH", first, 126 | mask_bit, size)
+    return struct.pack("!BBQ", first, 127 | mask_bit, size)
+
+
+class Connection:
+    """The methods and properties of :class:`wsproto.connection.Connection` the relays use, same semantics.
+
+    :param connection_type: CLIENT (frames out are masked, frames in must not be) or SERVER (the reverse).
+    :param extensions: as wsproto's; any extension turns the fast path off.
+    :param trailing_data: bytes received after the opening handshake.
+    """
+
+    def __init__(
+        self,
+        connection_type: ConnectionType,
+        extensions: list[Extension] | None = None,
+        trailing_data: bytes = b"",
+    ) -> None:
+        self._ws = WsprotoConnection(connection_type, extensions)
+        self.client = connection_type is ConnectionType.CLIENT
+        self._mask_in = 0 if self.client else 0x80  # the mask bit frames from the peer must carry
+        self._mask_out = 0x80 if self.client else 0
+        self._slow = bool(extensions)  # wsproto takes every byte from now on
+        self._buffer = b""  # received, not yet handed out; from self._at on
+        self._at = 0
+        self._remaining = 0  # payload bytes still due of the frame wsproto is in the middle of
+        self._in_message = False  # wsproto is inside a fragmented message
+        self._sending_fragments = False  # an outgoing message is being sent in fragments (by wsproto)
+        self._keys = b""
+        self._key_at = 0
+        self.receive_data(trailing_data)
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's state (wsproto's: the fast path never changes it)."""
+        return self._ws.state
+
+    # -- sending ---------------------------------------------------------------------------------------
+
+    def send(self, event: Event) -> bytes:
+        """The bytes that send *event*; as :meth:`wsproto.connection.Connection.send`, same errors."""
+        if (
+            isinstance(event, Message)
+            and event.message_finished
+            and not self._sending_fragments
+            and not self._slow
+            and self._ws.state is ConnectionState.OPEN
+        ):
+            data = event.data
+            if isinstance(data, str):
+                return self._frame(0x81, data.encode("utf-8"))
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                return self._frame(0x82, bytes(data))
+        out = self._ws.send(event)
+        if isinstance(event, Message):
+            self._sending_fragments = not event.message_finished
+        return bytes(out)
+
+    def _frame(self, first: int, payload: bytes) -> bytes:
+        header = _header(first, len(payload), self._mask_out)
+        if not self._mask_out:
+            return header + payload
+        at = self._key_at
+        if at + 4 > len(self._keys):
+            self._keys = os.urandom(MASK_BATCH_BYTES)
+            at = 0
+        key = self._keys[at : at + 4]
+        self._key_at = at + 4
+        return b"".join((header, key, mask(payload, key)))
+
+    # -- receiving -------------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | None) -> None:
+        """Take bytes from the peer (None: the transport closed); as wsproto's, same errors."""
+        if data is None or self._slow:
+            if data is None:
+                self._go_slow()
+            self._ws.receive_data(data)
+            return
+        if self._at < len(self._buffer):
+            self._buffer = self._buffer[self._at :] + data
+        else:
+            self._buffer = bytes(data)
+        self._at = 0
+
+    def _go_slow(self) -> None:
+        """Hand the bytes held to wsproto; from now on it takes every byte."""
+        self._slow = True
+        rest = self._buffer[self._at :]
+        self._buffer = b""
+        self._at = 0
+        if rest and self._ws.state in _RECEIVING:
+            self._ws.receive_data(rest)
+
+    def _from_wsproto(self) -> Generator[Event, None, None]:
+        for event in self._ws.events():
+            if isinstance(event, CloseConnection):  # a close frame or an error: wsproto parses no more
+                self._go_slow()
+            yield event
+
+    def events(self) -> Generator[Event, None, None]:
+        """The events the received bytes make, in order (a generator, as wsproto's)."""
+        yield from self._from_wsproto()
+        buffer = self._buffer
+        size = len(buffer)
+        while not self._slow and self._at < size:
+            at = self._at
+            if self._remaining:  # wsproto is in the middle of a frame: give it up to that frame's end
+                end = min(size, at + self._remaining)
+                self._remaining -= end - at
+                self._at = end
+                self._ws.receive_data(buffer[at:end])
+                yield from self._from_wsproto()
+                continue
+            first = buffer[at]
+            if at + 1 == size:
+                break  # one byte: wsproto would wait too
+            second = buffer[at + 1]
+            if (first == 0x81 or first == 0x82) and second & 0x80 == self._mask_in and not self._in_message:
+                length = second & 0x7F
+                start = at + 2
+                if length == 126:
+                    if start + 2 > size:
+                        break
+                    length = buffer[start] << 8 | buffer[start + 1]
+                    start += 2
+                    if length < 126:
+                        self._go_slow()  # not minimal: wsproto says so
+                        break
+                elif length == 127:
+                    if start + 8 > size:
+                        break
+                    length = int.from_bytes(buffer[start : start + 8], "big")
+                    start += 8
+                    if length < 0x10000 or length >> 63:
+                        self._go_slow()
+                        break
+                key = None
+                if self._mask_in:
+                    if start + 4 > size:
+                        break
+                    key = buffer[start : start + 4]
+                    start += 4
+                end = start + length
+                if end > size:  # the payload is still coming: wsproto streams it
+                    self._remaining = end - size
+                    self._at = size
+                    self._ws.receive_data(buffer[at:size])
+                    yield from self._from_wsproto()
+                    continue
+                payload = buffer[start:end] if key is None else bytes(mask(buffer[start:end], key))
+                if first == 0x82:
+                    self._at = end
+                    yield BytesMessage(data=payload, frame_finished=True, message_finished=True)
+                    continue
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    self._go_slow()  # wsproto closes with 1007 and its own reason
+                    break
+                self._at = end
+                yield TextMessage(data=text, frame_finished=True, message_finished=True)
+                continue
+            verdict = self._other_frame(buffer, at, size)
+            if verdict == _HOLD:
+                break
+            if verdict == _SLOW:
+                self._go_slow()
+                break
+            # wsproto takes this frame: its header and the payload that is here
+            end = min(size, verdict)
+            self._remaining = verdict - end
+            self._at = end
+            self._ws.receive_data(buffer[at:end])
+            yield from self._from_wsproto()
+        if self._slow:
+            yield from self._from_wsproto()
+        elif self._at:
+            self._buffer = buffer[self._at :]
+            self._at = 0
+
+    def _other_frame(self, buffer: bytes, at: int, size: int) -> int:
+        """Judge a frame that is not simple, as wsproto would (``wsproto.frame_protocol``).
+
+        :returns: _HOLD (a valid header prefix: wait), _SLOW (wsproto will reject it, or a close frame: wsproto
+            takes everything from here), or the offset where this valid frame (control or fragment) ends.
+        """
+        first, second = buffer[at], buffer[at + 1]
+        opcode = first & 0x0F
+        fin = first & 0x80
+        control = opcode in _CONTROL_OPCODES
+        if not control and opcode not in _DATA_OPCODES:
+            return _SLOW  # invalid opcode
+        length = second & 0x7F
+        if control and (not fin or length > 125):
+            return _SLOW
+        start = at + 2
+        if length == 126:
+            if start + 2 > size:
+                return _HOLD
+            length = buffer[start] << 8 | buffer[start + 1]
+            start += 2
+            if length < 126:
+                return _SLOW
+        elif length == 127:
+            if start + 8 > size:
+                return _HOLD
+            length = int.from_bytes(buffer[start : start + 8], "big")
+            start += 8
+            if length < 0x10000 or length >> 63:
+                return _SLOW
+        if first & 0x70 or second & 0x80 != self._mask_in:
+            return _SLOW  # a reserved bit (no extensions), or masking the wrong way round
+        if self._mask_in:
+            start += 4  # wsproto waits for the key; an incomplete one ends the frame later than `size`
+            if start > size:
+                return _HOLD
+        if opcode == _CLOSE:
+            return _SLOW
+        if not control:
+            if (opcode == 0) != self._in_message:
+                return _SLOW  # a continuation outside a message, or a new message inside one
+            self._in_message = not fin
+        return start + length

@@ -1,0 +1,117 @@
+"""Shortcuts for the trio streams that are a non-blocking file descriptor (sockets, pipes, ttys), not TLS.
+
+trio's ``receive_some`` and ``send_all`` yield to the scheduler on every call, even when the descriptor is
+ready; at one message per read that is a scheduler pass per message each way. These functions use the
+descriptor directly and go through trio only to wait; other streams get trio's own methods.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from .stdio import StdoutStream
+
+WriteNow = Callable[[bytes | bytearray | memoryview], int]
+Receive = Callable[[int], Awaitable[bytes | bytearray]]
+SendAll = Callable[[bytes | bytearray | memoryview], Awaitable[None]]
+
+#: A reader that always finds bytes waiting still lets other tasks run after this many reads in a row.
+READS_BETWEEN_SCHEDULE_POINTS = 16
+
+
+def descriptor(stream: trio.abc.AsyncResource) -> int | None:
+    """The file descriptor under *stream*, or None (TLS, memory streams)."""
+    if isinstance(stream, trio.SocketStream):
+        return stream.socket.fileno()
+    if isinstance(stream, trio.lowlevel.FdStream):
+        return stream.fileno()
+    return None
+
+
+def direct_writer(stream: trio.abc.SendStream) -> WriteNow | None:
+    """One non-blocking write to *stream* (it may write part, or raise BlockingIOError): :func:`os.write` on its
+    descriptor, or :meth:`proxy.stdio.StdoutStream.nonblocking_writer`; None for a stream without one."""
+    if isinstance(stream, StdoutStream):
+        return stream.nonblocking_writer()
+    fd = descriptor(stream)
+    return None if fd is None else functools.partial(os.write, fd)
+
+
+def direct_receiver(stream: trio.abc.ReceiveStream) -> Receive:
+    """An async ``receive_some(max_bytes)`` for *stream*: the same results and errors as trio's.
+
+    It reads the descriptor at once and waits (a checkpoint) only when nothing is there; it checks for
+    cancellation on every call and yields to other tasks every :data:`READS_BETWEEN_SCHEDULE_POINTS` reads.
+
+    :raises trio.BrokenResourceError: the read failed (e.g. ECONNRESET), with the OSError as its cause.
+    :raises trio.ClosedResourceError: the descriptor was closed.
+    """
+    fd = descriptor(stream)
+    if fd is None:
+        return stream.receive_some
+    # The first call is a full checkpoint, as trio's: the other tasks get their first turn before this one
+    # starts moving bytes (a proxy whose stderr blocks depends on the order, see test_hostile_env).
+    reads = READS_BETWEEN_SCHEDULE_POINTS
+
+    async def receive_some(max_bytes: int) -> bytes:
+        nonlocal reads
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if reads >= READS_BETWEEN_SCHEDULE_POINTS:
+            reads = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        while True:
+            try:
+                data = os.read(fd, max_bytes)
+            except BlockingIOError:
+                reads = 0
+                await trio.lowlevel.wait_readable(fd)
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+            else:
+                reads += 1
+                return data
+
+    return receive_some
+
+
+def _stream_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    if exc.errno == errno.EBADF:
+        return trio.ClosedResourceError("file was already closed")
+    error = trio.BrokenResourceError()
+    error.__cause__ = exc  # as trio does: errors.errno_of() finds the errno here
+    return error
+
+
+def direct_sender(stream: trio.abc.SendStream) -> SendAll:
+    """An async ``send_all(data)`` for *stream*: the same effect and errors as trio's (BrokenResourceError from the
+    OSError, e.g. EPIPE; ClosedResourceError); it waits only while the descriptor is full, checks for
+    cancellation on every call and yields to other tasks every :data:`READS_BETWEEN_SCHEDULE_POINTS` calls."""
+    fd = descriptor(stream)
+    if fd is None:
+        return stream.send_all
+    sends = 0
+
+    async def send_all(data: bytes | bytearray | memoryview) -> None:
+        nonlocal sends
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sends += 1
+        if sends >= READS_BETWEEN_SCHEDULE_POINTS:
+            sends = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        with memoryview(data) as view:
+            at = 0
+            while at < len(view):
+                try:
+                    at += os.write(fd, view[at:])
+                except BlockingIOError:
+                    sends = 0
+                    await trio.lowlevel.wait_writable(fd)
+                except OSError as exc:
+                    raise _stream_error(exc) from exc
+
+    return send_all

@@ -1,0 +1,37 @@
+"""The benchmark (``python -m benchmarks``) in its smallest mode: it runs, every byte checks out, the JSON is whole.
+
+Behaviour only: no speed is asserted here (speed is what the benchmark itself reports).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_smoke_mode_completes_with_every_byte_checked(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    with trio.fail_after(600):
+        done = await trio.run_process(
+            [sys.executable, "-m", "benchmarks", "--mode", "smoke", "--json", str(out)],
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    result = json.loads(out.read_text())
+    assert result["mode"] == "smoke"
+    assert result["versions"]["websocat"] == "websocat 1.13.0"
+    rows = {row["metric"]: row for row in result["summary"]["rows"]}
+    for metric in ("msgs_per_s_100B", "msgs_per_s_1KiB", "mb_per_s_64KiB", "mb_per_s_1MiB", "rtt_p50_us"):
+        assert rows[metric]["medians"]["proxy"] > 0
+        assert rows[metric]["medians"]["direct"] > 0
+    assert rows["startup_ms"]["medians"]["floor"] > 0
+    assert rows["peak_rss_big"]["medians"]["proxy"] > 0
+    assert b"| throughput 100 B |" in done.stdout
