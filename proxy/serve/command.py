@@ -17,8 +17,11 @@ from ..errors import EXIT_STATUSES, ProxyError, UsageError
 from ..options import MiB
 from ..target import Target, UnixTarget, remote_target, socket_path
 from .auth import Token
+from .devices import DeviceStore, state_dir
+from .devices_cli import devices
 from .options import ServeOptions
 from .rules import bind_refusal, parse_bind
+from .selfsigned import file_fingerprint
 from .server import run_bridge
 from .tokenfile import read_token_file, token_from_env, write_new_token
 
@@ -77,7 +80,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     access.setLevel(logging.ERROR if quiet else logging.INFO)
 
 
-@click.command(epilog=SERVE_EPILOG)
+@click.group(epilog=SERVE_EPILOG, invoke_without_command=True)
+@click.pass_context
 @click.option(
     "--bind",
     default=DEFAULT_BIND,
@@ -132,6 +136,12 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     type=click.Path(dir_okay=False),
     metavar="FILE",
     help="The private key of --tls-cert (PEM).  [default: in the --tls-cert file]",
+)
+@click.option(
+    "--tls-self-signed",
+    is_flag=True,
+    help="Serve wss:// with a certificate for this machine made once in $CODEX_HOME/codex-appserver, then "
+    "reused; prints its SHA-256 fingerprint for clients to pin.",
 )
 @click.option(
     "--allow-plain-ws",
@@ -202,6 +212,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only (and the listening line).")
 def serve(
+    ctx: click.Context,
     bind: tuple[str, int],
     sock: str | None,
     remote: str | None,
@@ -212,6 +223,7 @@ def serve(
     new_token: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    tls_self_signed: bool,
     allow_plain_ws: bool,
     allow_origin: tuple[str, ...],
     max_clients: int,
@@ -230,6 +242,11 @@ def serve(
     --remote), so every client shares the daemon's live threads. Once listening, prints one line on stderr:
     'codex-appserver: listening on ws://HOST:PORT/ws'.
     """
+    if ctx.invoked_subcommand is not None:
+        passed = [f"--{p.name.replace('_', '-')}" for p in ctx.command.params if p.name and _given(ctx, p.name)]
+        if passed:
+            raise click.UsageError(f"{', '.join(passed)} cannot be combined with '{ctx.invoked_subcommand}'")
+        return
     _setup_logging(verbose, quiet)
     if new_token is not None:
         _run_or_exit(lambda: write_new_token(new_token))
@@ -247,7 +264,12 @@ def serve(
         for given, name in ((remote_auth_token_env, "--remote-auth-token-env"), (cacert, "--cacert")):
             if given is not None:
                 raise click.UsageError(f"{name} needs --remote")
+    if tls_self_signed:
+        if tls_cert is not None or tls_key is not None:
+            raise click.UsageError("--tls-self-signed cannot be combined with --tls-cert or --tls-key")
+        tls_cert, tls_key = _run_or_exit(_self_signed)
     host, port = bind
+    folder = state_dir(os.environ)
     target, token, tls = _run_or_exit(
         lambda: _options(
             host,
@@ -261,6 +283,7 @@ def serve(
             tls_cert,
             tls_key,
             allow_plain_ws,
+            folder,
         )
     )
     options = ServeOptions(
@@ -277,6 +300,8 @@ def serve(
         wait=wait if wait is not None else (30.0 if start else 0.0),
         start=start,
         codex_bin=codex_bin,
+        state_dir=folder,
+        fingerprint=file_fingerprint(tls_cert) if tls_cert is not None else None,
     )
     try:
         status = trio.run(run_bridge, options)
@@ -298,13 +323,15 @@ def _options(
     tls_cert: str | None,
     tls_key: str | None,
     allow_plain_ws: bool,
+    folder: Path,
 ) -> tuple[Target, Token | None, ssl.SSLContext | None]:
     token: Token | None = None
     if token_file is not None:
         token = read_token_file(token_file)
     elif token_env is not None:
         token = token_from_env(token_env, os.environ)
-    refusal = bind_refusal(host, token is not None, tls_cert is not None, allow_plain_ws)
+    has_devices = bool(DeviceStore(folder).load())  # device tokens count as tokens for the bind policy
+    refusal = bind_refusal(host, token is not None or has_devices, tls_cert is not None, allow_plain_ws)
     if refusal is not None:
         raise UsageError(refusal)
     tls = _tls_context(tls_cert, tls_key) if tls_cert is not None else None
@@ -316,9 +343,29 @@ def _options(
     return target, token, tls
 
 
+def _given(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
+
+
+def _self_signed() -> tuple[str, str]:
+    """``--tls-self-signed``: the certificate and key, made on first use; prints the fingerprint."""
+    from .selfsigned import display_fingerprint, ensure
+
+    folder = state_dir(os.environ)
+    cert, key, digest, made = ensure(folder)
+    what = "made a new" if made else "using the"
+    print(f"codex-appserver: {what} self-signed TLS certificate {cert}", file=sys.stderr, flush=True)
+    print(f"codex-appserver: TLS certificate SHA-256 fingerprint {display_fingerprint(digest)}", file=sys.stderr)
+    return str(cert), str(key)
+
+
 def _run_or_exit(function: Callable[[], T]) -> T:
     try:
         return function()
     except ProxyError as exc:
         log.error("%s", exc.message)
         sys.exit(exc.status)
+
+
+serve.add_command(devices)

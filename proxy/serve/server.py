@@ -31,9 +31,12 @@ from ..relay import Relay
 from ..trace import Tap
 from ..upstream import GOING_AWAY
 from .client import WebSocketEndpoint
+from .devicehub import DeviceHub
+from .guard import make_relay
 from .http import BadRequest, ServerHandshake
 from .options import ServeOptions
-from .rules import Gate, HttpRequest, Probe, Respond, Upgrade, admit, url_host
+from .roles import Identity
+from .rules import Gate, HttpRequest, Probe, Respond, Upgrade, admit, is_loopback, url_host
 
 log = logging.getLogger("codex_appserver")
 #: One line per connection at open and at close, shown at the default verbosity.
@@ -96,7 +99,13 @@ class Bridge:
     def __init__(self, options: ServeOptions, listener: trio.SocketListener) -> None:
         self._options = options
         self._listener = listener
-        self._gate = Gate(options.token, options.allowed_origins, options.max_clients)
+        self.hub = (
+            DeviceHub(options.state_dir, options.token, is_loopback(options.host), options.fingerprint)
+            if options.state_dir is not None
+            else None
+        )
+        identify = self.hub.identify if self.hub is not None else None
+        self._gate = Gate(options.token, options.allowed_origins, options.max_clients, identify=identify)
         self._clients = 0
         self._pending = 0
         self._relays: set[Relay] = set()
@@ -152,6 +161,11 @@ class Bridge:
             finally:
                 self._pending -= 1
             if request is None:
+                return
+            if self.hub is not None and request.path == "/pair":
+                answer = await self.hub.pair(stream, handshake, request, address)
+                await self._respond(stream, handshake, answer)
+                access.info("%s: %s /pair -> %d", peer, request.method.decode("latin-1"), answer.status)
                 return
             decision = admit(request, self._gate, address, trio.current_time(), self._clients)
             if isinstance(decision, Upgrade):
@@ -253,7 +267,9 @@ class Bridge:
                 await self._respond(stream, handshake, Respond(400, b"bad request: an upgrade has no body\n"))
                 return
             async with upstream:
-                await self._relay(stream, handshake, accept, upstream, response, peer, started, request)
+                await self._relay(
+                    stream, handshake, accept, upstream, response, peer, started, request, upgrade.identity
+                )
         finally:
             self._clients -= 1
 
@@ -267,6 +283,7 @@ class Bridge:
         peer: str,
         started: float,
         request: HttpRequest,
+        identity: Identity,
     ) -> None:
         options = self._options
         try:
@@ -284,7 +301,9 @@ class Bridge:
             ping_interval=options.ping_interval,
             ping_timeout=options.ping_timeout,
         )
-        relay = Relay(
+        relay = make_relay(
+            identity,
+            f"{peer} ({identity.label})",
             endpoint,
             upstream,
             response,
@@ -296,12 +315,16 @@ class Bridge:
             tap=Tap(None, log.isEnabledFor(logging.DEBUG), f"{peer}: "),
         )
         self._relays.add(relay)
+        if self.hub is not None:
+            self.hub.attach(relay, identity, peer)
         if self._stopping:
             relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
         try:
             ending = await relay.run()
         finally:
             self._relays.discard(relay)
+            if self.hub is not None:
+                self.hub.detach(relay)
         if ending.message:
             log.warning("%s: %s", peer, ending.message)
         access.info(
@@ -345,20 +368,30 @@ async def run_bridge(options: ServeOptions) -> int:
     with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
         listener = await open_listener(options.host, options.port)
         bridge = Bridge(options, listener)
+        hub = bridge.hub
+        if hub is not None:
+            await hub.open_control()
+            hub.announce(bridge.url)
         print(f"codex-appserver: listening on {bridge.url}", file=sys.stderr, flush=True)
-        async with trio.open_nursery() as nursery:
+        try:
+            async with trio.open_nursery() as nursery:
+                if hub is not None:
+                    nursery.start_soon(hub.run)
 
-            async def watch_signals() -> None:
-                nonlocal status
-                async for signum in signals:
-                    if not bridge.stopping:
-                        log.warning("%s: closing every client with 1001", signal.Signals(signum).name)
-                        bridge.shut_down()
-                    else:
-                        status = 128 + signum
-                        nursery.cancel_scope.cancel()
+                async def watch_signals() -> None:
+                    nonlocal status
+                    async for signum in signals:
+                        if not bridge.stopping:
+                            log.warning("%s: closing every client with 1001", signal.Signals(signum).name)
+                            bridge.shut_down()
+                        else:
+                            status = 128 + signum
+                            nursery.cancel_scope.cancel()
 
-            nursery.start_soon(watch_signals)
-            await bridge.serve()
-            nursery.cancel_scope.cancel()
+                nursery.start_soon(watch_signals)
+                await bridge.serve()
+                nursery.cancel_scope.cancel()
+        finally:
+            if hub is not None:
+                hub.close()
     return status
