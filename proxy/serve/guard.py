@@ -9,7 +9,8 @@ from typing import Any
 from ..relay import Relay
 from .roles import Drop, Identity, Refuse, Role, check
 
-log = logging.getLogger("codex_appserver")
+#: Refusals go to the connection log, shown at the default verbosity: what a device was refused is auditable.
+access = logging.getLogger("codex_appserver.access")
 
 
 class GuardedRelay(Relay):
@@ -23,10 +24,10 @@ class GuardedRelay(Relay):
     def forward(self, text: str) -> None:
         verdict = check(self.role, text)
         if isinstance(verdict, Refuse):
-            log.info("%s: refused %s (role %s)", self._label, verdict.method, self.role.value)
+            access.info("%s: refused %s (role %s)", self._label, verdict.method, self.role.value)
             self._downstream.deliver([verdict.reply])
         elif isinstance(verdict, Drop):
-            log.info("%s: dropped %s (role %s)", self._label, verdict.what, self.role.value)
+            access.info("%s: dropped %s (role %s)", self._label, verdict.what, self.role.value)
         else:
             super().forward(text)
 
