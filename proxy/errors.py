@@ -29,25 +29,45 @@ class ExitStatus(enum.IntEnum):
 
 #: (status, meaning) rows, in the order they are documented.
 EXIT_STATUSES: tuple[tuple[int, str], ...] = (
-    (0, "clean end: drained after stdin EOF, or the server closed with 1000 or 1001"),
+    (
+        0,
+        "clean end: drained after stdin EOF, or the server closed with 1000 or 1001; serve: stopped by SIGINT or "
+        "SIGTERM",
+    ),
     (
         1,
         "the session failed after it was established: connection lost, server close with an error code, "
         "drain timeout, keepalive timeout, a bad stdin line under --strict",
     ),
-    (2, "usage error"),
-    (69, "no app-server to connect to: socket missing, connection refused, connect timeout"),
-    (74, "local I/O failure: reading stdin, writing stdout, the spool file"),
+    (
+        2,
+        "usage error; serve: also a non-loopback --bind without a token or TLS, a token under 32 bytes, a TLS "
+        "certificate or key that cannot be loaded",
+    ),
+    (
+        69,
+        "no app-server to connect to: socket missing, connection refused, connect timeout; serve: the --bind "
+        "address is in use or not available",
+    ),
+    (
+        74,
+        "local I/O failure: reading stdin, writing stdout, the spool file; serve: reading --token-file, writing "
+        "the --new-token file (never overwritten)",
+    ),
     (
         76,
         "protocol failure: handshake refused or not HTTP, WebSocket protocol violation, invalid UTF-8 from the "
         "server, TLS handshake or certificate verification failed",
     ),
-    (77, "permission denied on the socket, the handshake answered 401/403, or a token refused over plain ws://"),
+    (
+        77,
+        "permission denied on the socket, the handshake answered 401/403, or a token refused over plain ws://; "
+        "serve: a --bind port that needs privileges",
+    ),
     (129, "SIGHUP received; the connection was closed with 1001 first"),
-    (130, "SIGINT received; the connection was closed with 1001 first"),
+    (130, "SIGINT received; the connection was closed with 1001 first; serve: a second SIGINT, which ends at once"),
     (141, "stdout was closed by its reader (EPIPE); the connection was closed with 1001 first"),
-    (143, "SIGTERM received; the connection was closed with 1001 first"),
+    (143, "SIGTERM received; the connection was closed with 1001 first; serve: a second SIGTERM, which ends at once"),
 )
 
 

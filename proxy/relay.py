@@ -16,6 +16,7 @@ One nursery per relay; the upstream and the downstream each run their own tasks 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -84,6 +85,7 @@ class Relay:
     :param where: names the app-server in messages.
     :param session: JSON-RPC bookkeeping (``proxy``); None relays messages unchanged without looking at them.
     :param close_timeout: seconds the closing handshake may take.
+    :param announce: called once with the ending as soon as it is decided (the closing may take a while).
 
     A reconnect layer (issue 11) sits between the relay and :class:`~proxy.upstream.Upstream`: it sees every
     :class:`~proxy.upstream.UpstreamEnd` in :meth:`upstream_ended` first, and may replace the upstream instead of
@@ -103,8 +105,10 @@ class Relay:
         close_timeout: float,
         session: Session | None = None,
         tap: Tap | None = None,
+        announce: Callable[[Ending], None] | None = None,
     ) -> None:
         self._downstream = downstream
+        self._announce = announce
         self._tap = tap or Tap()
         self._session = session
         self._close_timeout = close_timeout
@@ -141,6 +145,8 @@ class Relay:
             self._ending = ending
             self._close_code = close_code
             self._ended.set()
+            if self._announce is not None:
+                self._announce(ending)
 
     def downstream_failed(self, ending: Ending) -> None:
         """The client's end failed (stdout EPIPE): that outranks a clean ending decided before; close with 1001."""

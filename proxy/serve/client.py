@@ -143,7 +143,7 @@ class WebSocketEndpoint:
                 if isinstance(text, TooBig):
                     self._end(
                         ExitStatus.SESSION_FAILED,
-                        f"client {self._peer} sent a message of at least {text.size} bytes, over the "
+                        f"the client sent a message of at least {text.size} bytes, over the "
                         f"{self._max_message}-byte limit; closed with {MESSAGE_TOO_BIG}",
                         MESSAGE_TOO_BIG,
                         "message too big",
@@ -155,7 +155,7 @@ class WebSocketEndpoint:
             elif isinstance(event, BytesMessage):
                 binary = self._messages.binary(event.data, event.message_finished)
                 if binary is not None:
-                    log.warning("client %s sent a binary message (%d bytes); dropped", self._peer, binary.size)
+                    log.warning("%s: the client sent a binary message (%d bytes); dropped", self._peer, binary.size)
             elif isinstance(event, Ping):
                 if self._ws.state is ConnectionState.OPEN:
                     self._put(self._ws.send(event.response()))
@@ -173,7 +173,7 @@ class WebSocketEndpoint:
         elif state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):  # wsproto could not parse the input
             self._end(
                 ExitStatus.PROTOCOL,
-                f"client {self._peer} broke the WebSocket protocol: {event.reason}; closed with {event.code}",
+                f"the client broke the WebSocket protocol: {event.reason}; closed with {event.code}",
                 int(event.code),
                 event.reason or "",
             )
@@ -203,7 +203,7 @@ class WebSocketEndpoint:
         self._queued = 0
         self._end(
             ExitStatus.SESSION_FAILED,
-            f"client {self._peer} is a slow consumer: {size} bytes would wait for it, over --client-queue-bytes "
+            f"the client is a slow consumer: {size} bytes would wait for it, over --client-queue-bytes "
             f"({self._limit}); closed with {POLICY_VIOLATION}",
             POLICY_VIOLATION,
             "slow consumer",
@@ -258,7 +258,7 @@ class WebSocketEndpoint:
             if not answered.is_set():
                 self._end(
                     ExitStatus.SESSION_FAILED,
-                    f"client {self._peer} stopped answering: no pong within {self._ping_timeout:g} s of a ping",
+                    f"the client stopped answering: no pong within {self._ping_timeout:g} s of a ping",
                     INTERNAL_ERROR,
                     "keepalive ping timeout",
                 )

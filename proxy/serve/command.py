@@ -45,7 +45,6 @@ Examples:
   codex-appserver serve --new-token ~/.codex/bridge.token
   codex-appserver serve --bind 0.0.0.0:9100 --token-file ~/.codex/bridge.token \\
     --tls-cert cert.pem --tls-key key.pem
-  codex --remote ws://127.0.0.1:9100 --remote-auth-token-env CODEX_BRIDGE_TOKEN
 
 See 'man codex-appserver-serve' for the full reference.
 """

@@ -17,6 +17,8 @@ from .rules import HttpRequest, Respond
 
 #: The longest request head accepted, in bytes (slowloris and header floods).
 MAX_HEADER_BYTES = 16 * 1024
+#: Bytes handed to h11 at a time.
+FEED_BYTES = 256
 #: The longest request body kept, in bytes (only ``POST /pair`` reads one).
 MAX_BODY_BYTES = 4 * 1024
 
@@ -61,7 +63,9 @@ class ServerHandshake:
     """One incoming connection's HTTP request and our answer to it."""
 
     def __init__(self, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        # h11 refuses an incomplete head past its limit. Fed FEED_BYTES at a time, a head over max_header_bytes is
+        # incomplete past max_header_bytes - FEED_BYTES at some point, so it is always refused.
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes - FEED_BYTES)
         self._request: HttpRequest | None = None
         self._complete = False
         self._body = bytearray()
@@ -72,6 +76,16 @@ class ServerHandshake:
 
         :raises BadRequest: not HTTP/1.1, a head over the limit (431), or EOF before a whole head.
         """
+        # h11 checks its limit only while a head is incomplete: fed in small pieces, a head over the limit is
+        # caught even when it arrives in one read (see __init__).
+        for start in range(0, len(data), FEED_BYTES):
+            request = self._feed(data[start : start + FEED_BYTES])
+            if request is not None:
+                self._conn.receive_data(data[start + FEED_BYTES :])  # the client's first frames, kept
+                return request
+        return self._feed(data) if not data else None
+
+    def _feed(self, data: bytes) -> HttpRequest | None:
         try:
             self._conn.receive_data(data)
             while True:
@@ -95,6 +109,8 @@ class ServerHandshake:
                         raise BadRequest(400, b"")
                     return self._request
         except h11.RemoteProtocolError as exc:
+            if not data:
+                raise BadRequest(400, b"") from None  # EOF in the middle of a head: nobody to answer
             status = 431 if exc.error_status_hint == 431 else 400
             body = b"request header fields too large\n" if status == 431 else b"bad request: not HTTP/1.1\n"
             raise BadRequest(status, _fixed(status, body)) from None

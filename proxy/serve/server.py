@@ -313,6 +313,7 @@ class Bridge:
             ping_timeout=options.ping_timeout,
             close_timeout=options.close_timeout,
             tap=Tap(None, log.isEnabledFor(logging.DEBUG), f"{peer}: "),
+            announce=lambda ending: log.warning("%s: %s", peer, ending.message) if ending.message else None,
         )
         self._relays.add(relay)
         if self.hub is not None:
@@ -320,13 +321,11 @@ class Bridge:
         if self._stopping:
             relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
         try:
-            ending = await relay.run()
+            await relay.run()
         finally:
             self._relays.discard(relay)
             if self.hub is not None:
                 self.hub.detach(relay)
-        if ending.message:
-            log.warning("%s: %s", peer, ending.message)
         access.info(
             "%s: closed %d after %.1f s, %d messages from the client, %d to it",
             peer,

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -134,3 +134,57 @@ def run_bridge_cli(args: Sequence[str], env: Mapping[str, str] | None = None, ti
         check=False,
     )
     return done.returncode, done.stderr.decode("utf-8", "replace")
+
+
+# -- plain HTTP and raw WebSocket requests to a bridge ------------------------------------------------------
+
+#: Headers of a valid upgrade request (no token).
+UPGRADE_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Sec-WebSocket-Version", "13"),
+)
+
+
+def http_request(
+    port: int, path: str = "/ws", headers: Sequence[tuple[str, str]] = (), method: str = "GET", timeout: float = 30
+) -> tuple[int, dict[str, str], bytes]:
+    """Send one request over a fresh TCP connection; return the status, headers (lower-case names) and body.
+
+    A 101 returns at once with an empty body (the connection is then closed, which the bridge sees as a client
+    leaving).
+    """
+    import socket
+
+    import h11
+
+    client = h11.Connection(h11.CLIENT)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        request = h11.Request(method=method, target=path, headers=[("Host", f"127.0.0.1:{port}"), *headers])
+        sock.sendall(client.send(request) + (client.send(h11.EndOfMessage()) or b""))
+        status = 0
+        response_headers: dict[str, str] = {}
+        body = b""
+        while True:
+            event = client.next_event()
+            if event is h11.NEED_DATA:
+                client.receive_data(sock.recv(65536))
+            elif isinstance(event, (h11.Response, h11.InformationalResponse)):
+                status = event.status_code
+                response_headers = {k.decode().lower(): v.decode() for k, v in event.headers}
+                if status == 101:
+                    return status, response_headers, b""
+            elif isinstance(event, h11.Data):
+                body += event.data
+            else:
+                return status, response_headers, body
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll *condition* every 20 ms; AssertionError naming *what* after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)

@@ -1,6 +1,7 @@
 """The man pages say what the code does, and mandoc finds nothing wrong with them; --help points to them.
 
-man/codex-appserver.1 documents the command group, man/codex-appserver-proxy.1 the proxy. Every option read from
+man/codex-appserver.1 documents the command group, man/codex-appserver-proxy.1 the proxy, man/codex-appserver-serve.1
+the bridge. Every option read from
 the click objects is in its page's OPTIONS section, tagged ``-s, --long metavar`` (the metavar in lower case, as
 man pages write placeholders), and its description holds one sentence ``Default: VALUE[ UNIT].`` where:
 
@@ -36,6 +37,7 @@ from .project import ROOT, setuptools_data_files
 MAN = ROOT / "man"
 GROUP_PAGE = MAN / "codex-appserver.1"
 PROXY_PAGE = MAN / "codex-appserver-proxy.1"
+SERVE_PAGE = MAN / "codex-appserver-serve.1"
 UNITS = {"SECONDS": "seconds", "BYTES": "bytes"}
 SIZE_UNITS = {"MiB": 1024**2, "GiB": 1024**3}
 
@@ -143,10 +145,11 @@ def to_text(lines: list[str]) -> str:
 
 GROUP = Page.read(GROUP_PAGE)
 PROXY = Page.read(PROXY_PAGE)
+SERVE = Page.read(SERVE_PAGE)
 
 
 def page_of(command: click.Command) -> Page:
-    return GROUP if command is main else PROXY
+    return GROUP if command is main else SERVE if command is main.commands["serve"] else PROXY
 
 
 COMMANDS: list[tuple[str, click.Command]] = [("codex-appserver", main)] + [
@@ -237,8 +240,9 @@ def test_the_man_page_has_no_options_the_code_lacks(name: str, command: click.Co
     assert sorted(documented) == sorted(tag_of(option) for option in options(command))
 
 
-def test_sizes_in_parentheses_match_the_byte_counts() -> None:
-    sizes = re.findall(r"Default: (\d+) bytes \((\d+) (\w+)", PROXY.text("OPTIONS"))
+@pytest.mark.parametrize("page", [PROXY, SERVE], ids=["proxy", "serve"])
+def test_sizes_in_parentheses_match_the_byte_counts(page: Page) -> None:
+    sizes = re.findall(r"Default: (\d+) bytes \((\d+) (\w+)", page.text("OPTIONS"))
     assert sizes
     for count, size, unit in sizes:
         assert int(count) == int(size) * SIZE_UNITS[unit], (count, size, unit)
@@ -254,8 +258,9 @@ def test_the_group_page_lists_every_command_and_each_has_a_page() -> None:
 # -- the other sections -----------------------------------------------------------------------------------
 
 
-def test_exit_status_section_is_the_code_table() -> None:
-    rows = [(int(tag), body) for tag, body in PROXY.entries("EXIT STATUS")]
+@pytest.mark.parametrize("page", [PROXY, SERVE], ids=["proxy", "serve"])
+def test_exit_status_section_is_the_code_table(page: Page) -> None:
+    rows = [(int(tag), body) for tag, body in page.entries("EXIT STATUS")]
     assert rows == list(EXIT_STATUSES)
 
 
@@ -264,8 +269,9 @@ def test_exit_status_section_is_the_code_table() -> None:
     [
         (GROUP, ["NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "OPTIONS", "ENVIRONMENT", "FILES", "EXIT STATUS"]),
         (PROXY, ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "ENVIRONMENT", "FILES", "EXIT STATUS"]),
+        (SERVE, ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "ENVIRONMENT", "FILES", "EXIT STATUS"]),
     ],
-    ids=["group", "proxy"],
+    ids=["group", "proxy", "serve"],
 )
 def test_sections_in_order(page: Page, sections: list[str]) -> None:
     assert list(page.sections) == [*sections, "EXAMPLES", "SEE ALSO"]
@@ -293,7 +299,7 @@ def test_files_names_the_socket_its_link_and_the_spool() -> None:
 
 
 def test_see_also() -> None:
-    for page in (GROUP, PROXY):
+    for page in (GROUP, PROXY, SERVE):
         for ref in ("codex(1)", "websocat(1)", "socat(1)"):
             assert ref in page.text("SEE ALSO"), (page.path.name, ref)
 
@@ -312,9 +318,28 @@ def flags_after_the_command(line: str) -> list[str]:
     return [flag[:2] if re.fullmatch(r"-(\w)\1+", flag) else flag for flag in flags]
 
 
+def test_serve_examples_cover_the_readme_recipes() -> None:
+    examples = SERVE.text("EXAMPLES")
+    for needle in (
+        "--new-token",
+        "--tls-cert",
+        "ssh -N -L 9100:127.0.0.1:9100",
+        "codex --remote ws://127.0.0.1:9100",
+        "codex-appserver.bearer.",
+        "--allow-origin",
+    ):
+        assert needle in examples, needle
+
+
+def test_serve_environment_names_the_variables_it_reads() -> None:
+    documented = SERVE.text("ENVIRONMENT")
+    for name in ("CODEX_HOME", "--token-env", "--remote-auth-token-env", "PATH", "SSL_CERT_FILE"):
+        assert name in documented, name
+
+
 def test_examples_use_real_options() -> None:
     known = known_flags()
-    for page in (GROUP, PROXY):
+    for page in (GROUP, PROXY, SERVE):
         for line in map(plain, page.sections["EXAMPLES"]):
             if "codex-appserver" in line:
                 for flag in flags_after_the_command(line):
@@ -339,7 +364,7 @@ def mandoc() -> str:
     return found
 
 
-@pytest.mark.parametrize("page", [GROUP_PAGE, PROXY_PAGE], ids=lambda page: page.name)
+@pytest.mark.parametrize("page", [GROUP_PAGE, PROXY_PAGE, SERVE_PAGE], ids=lambda page: page.name)
 def test_mandoc_lint_is_clean(page: Path) -> None:
     done = subprocess.run(
         [mandoc(), "-T", "lint", "-W", "warning", str(page)], capture_output=True, text=True, check=False
@@ -347,7 +372,7 @@ def test_mandoc_lint_is_clean(page: Path) -> None:
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
 
 
-@pytest.mark.parametrize("page", [GROUP_PAGE, PROXY_PAGE], ids=lambda page: page.name)
+@pytest.mark.parametrize("page", [GROUP_PAGE, PROXY_PAGE, SERVE_PAGE], ids=lambda page: page.name)
 def test_renders_every_section(page: Path) -> None:
     done = subprocess.run([mandoc(), "-T", "utf8", str(page)], capture_output=True, text=True, check=True)
     rendered = re.sub(r".\x08", "", done.stdout)  # overstrike bold and underline
