@@ -7,8 +7,11 @@ codes (single use, expiry, a refused confirmation, the rate limit).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shlex
+import socket
 import ssl
 import stat
 import time
@@ -389,3 +392,41 @@ def test_join_needs_a_running_bridge(turn_server: CodexServer) -> None:
     assert done.returncode == 69
     assert done.stderr.startswith("codex-appserver: no bridge is running")
     assert done.stdout == ""
+
+
+# -- the README's recipe, as written ------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_two_command_phone_recipe_runs_as_written(turn_server: CodexServer) -> None:
+    section = README.read_text().split("### A phone on the LAN in two commands\n", 1)[1].split("\n#", 1)[0]
+    (block,) = [part.split("\n```", 1)[0] for part in section.split("```sh\n")[1:]]
+    add_line, serve_line = block.splitlines()
+    with socket.socket() as probe:  # a free port instead of 9100, which may be taken on a shared machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    add_argv = shlex.split(add_line.replace("192.168.1.20:9100", f"127.0.0.1:{port}"))
+    serve_argv = shlex.split(serve_line.replace(":9100", f":{port}"))
+    assert add_argv[:4] == [*serve_argv[:2], "devices", "add"] == ["codex-appserver", "serve", "devices", "add"]
+
+    done = run_devices(add_argv[3:], turn_server.env)
+    assert done.returncode == 0, done.stderr
+    info = parse_pairing_uri(done.stdout.splitlines()[-1])
+    assert info.url == f"wss://127.0.0.1:{port}/ws"
+    with running_bridge(serve_argv[2:], env=turn_server.env) as bridge:
+        assert bridge.url == f"wss://0.0.0.0:{port}/ws"
+        assert printed_fingerprint(bridge) == info.sha256
+        # The phone: connect to the URL, accept only the certificate with the pinned digest, send the token.
+        assert peer_fingerprint(port) == info.sha256
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # verified by the pin instead, as the phone app does
+        with client(bridge, info.token, ssl_context=context) as ws:
+            tls = ws.socket
+            assert isinstance(tls, ssl.SSLSocket)
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None
+            assert hashlib.sha256(der).hexdigest() == info.sha256
+            assert Peer(ws).initialize("phone")["codexHome"] == str(turn_server.codex_home)
+        bridge.wait_for_line(r"device phone \(role full\) connected")
