@@ -55,8 +55,11 @@ Examples:
   codex-appserver serve devices revoke phone
 
 Devices live in $CODEX_HOME/codex-appserver/devices.json (hashed tokens, mode 0600); a running bridge sees
-changes at once. See 'man codex-appserver-serve' for the pairing URI format and the roles table.
+changes at once.
+
+See 'man codex-appserver-serve-devices' for the full reference.
 """
+SEE_MAN = "See 'man codex-appserver-serve-devices' for the full reference."
 
 
 @click.group(epilog=DEVICES_EPILOG)
@@ -64,11 +67,12 @@ def devices() -> None:
     """Device tokens for the bridge: add (token, QR code or join code), list, revoke."""
 
 
-@devices.command("add")
+@devices.command("add", epilog=SEE_MAN)
 @click.argument("name")
 @click.option(
     "--role",
     type=click.Choice([role.value for role in Role]),
+    metavar="full|observer",
     default=Role.FULL.value,
     show_default=True,
     help="full: unrestricted; observer: read and follow only (see the roles table).",
@@ -148,7 +152,7 @@ def _pairing_info(folder: Path, url: str | None, name: str) -> PairingInfo:
     return PairingInfo(url, "", digest, name)
 
 
-@devices.command("list")
+@devices.command("list", epilog=SEE_MAN)
 def list_devices() -> None:
     """List devices: name, role, created, last seen, connected now (never a token)."""
     folder = _folder()
@@ -168,7 +172,7 @@ def list_devices() -> None:
         click.echo("codex-appserver: no bridge is running with this CODEX_HOME; nobody is connected", err=True)
 
 
-@devices.command("revoke")
+@devices.command("revoke", epilog=SEE_MAN)
 @click.argument("name")
 def revoke(name: str) -> None:
     """Revoke device NAME: a running bridge closes its connections (1008) and refuses its token (401)."""
