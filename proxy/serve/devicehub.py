@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,9 @@ class DeviceHub:
         self._state_problem = False
         self._control_path: Path | None = None
         self._control_sock: trio.socket.SocketType | None = None
+        #: Pairing requests waiting for the terminal's answer: cancelled when the bridge shuts down.
+        self._waits: set[trio.CancelScope] = set()
+        self._stopping = False
 
     @property
     def required(self) -> bool:
@@ -140,7 +144,7 @@ class DeviceHub:
 
     # -- identity and revocation -----------------------------------------------------------------------
 
-    def identify(self, authorization: list[bytes] | Any, offer: Offer) -> Identity | None:
+    def identify(self, authorization: Sequence[bytes], offer: Offer) -> Identity | None:
         self.check()
         return identify(self._token, self.watch, self.required, authorization, offer)
 
@@ -195,6 +199,12 @@ class DeviceHub:
             if not self._state_problem:
                 log.warning("%s; 'devices list' and 'devices add --qr' will not see this bridge", exc.message)
                 self._state_problem = True
+
+    def stop(self) -> None:
+        """The bridge is shutting down: pairing requests waiting for an answer get 410 now."""
+        self._stopping = True
+        for scope in self._waits:
+            scope.cancel()
 
     def close(self) -> None:
         """The bridge stops: mark the state file as not running, remove the control socket."""
@@ -332,9 +342,16 @@ class DeviceHub:
             return Respond(410, GONE_BODY)
         log.warning("pairing request for device %s from %s; waiting for the terminal's answer", offer.name, address)
         answer: dict[str, Any] | None = None
-        if await send_json(join.stream, {"op": "confirm", "address": address}):
-            with trio.move_on_after(CONFIRM_TIMEOUT), contextlib.suppress(trio.EndOfChannel):
-                answer = await join.answers.receive()
+        waiting = trio.CancelScope(deadline=trio.current_time() + CONFIRM_TIMEOUT)
+        self._waits.add(waiting)
+        if self._stopping:
+            waiting.cancel()
+        try:
+            with waiting, contextlib.suppress(trio.EndOfChannel):
+                if await send_json(join.stream, {"op": "confirm", "address": address}):
+                    answer = await join.answers.receive()
+        finally:
+            self._waits.discard(waiting)
         token = answer.get("token") if answer is not None and answer.get("approve") is True else None
         if not isinstance(token, str):
             log.warning("pairing of device %s from %s refused", offer.name, address)
@@ -363,18 +380,25 @@ class DeviceHub:
             body = handshake.receive_body()
         except BadRequest as exc:
             return _body_refusal(exc)
-        with trio.move_on_after(BODY_TIMEOUT):
-            while body is None:
-                try:
-                    data = await stream.receive_some(4096)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                try:
+        reading = trio.CancelScope(deadline=trio.current_time() + BODY_TIMEOUT)
+        self._waits.add(reading)
+        if self._stopping:
+            reading.cancel()
+        try:
+            with reading:
+                while body is None:
+                    try:
+                        data = await stream.receive_some(4096)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
                     body = handshake.receive_body(bytes(data))
-                except BadRequest as exc:
-                    return _body_refusal(exc)
-            return body
-        return Respond(400, b"bad request: the body did not arrive in time\n")
+        except BadRequest as exc:
+            return _body_refusal(exc)
+        finally:
+            self._waits.discard(reading)
+        if body is None:
+            return Respond(400, b"bad request: the body did not arrive in time\n")
+        return body
 
 
 def _body_refusal(exc: BadRequest) -> Respond:

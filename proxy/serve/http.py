@@ -81,7 +81,9 @@ class ServerHandshake:
         for start in range(0, len(data), FEED_BYTES):
             request = self._feed(data[start : start + FEED_BYTES])
             if request is not None:
-                self._conn.receive_data(data[start + FEED_BYTES :])  # the client's first frames, kept
+                rest = data[start + FEED_BYTES :]
+                if rest:  # the client's first frames (or a body), kept; b"" would tell h11 the client hung up
+                    self._conn.receive_data(rest)
                 return request
         return self._feed(data) if not data else None
 

@@ -139,6 +139,8 @@ class Bridge:
         """Stop accepting, drop connections still in their handshake, close every client with 1001."""
         self._stopping = True
         self._accepting.cancel()
+        if self.hub is not None:
+            self.hub.stop()
         for scope in self._handshakes:
             scope.cancel()
         for relay in self._relays:
