@@ -17,11 +17,9 @@ from ..errors import EXIT_STATUSES, ProxyError, UsageError
 from ..options import MiB
 from ..target import Target, UnixTarget, remote_target, socket_path
 from .auth import Token
-from .devices import DeviceStore, state_dir
 from .devices_cli import devices
 from .options import ServeOptions
 from .rules import bind_refusal, parse_bind
-from .selfsigned import file_fingerprint
 from .server import run_bridge
 from .tokenfile import read_token_file, token_from_env, write_new_token
 
@@ -268,6 +266,9 @@ def serve(
             raise click.UsageError("--tls-self-signed cannot be combined with --tls-cert or --tls-key")
         tls_cert, tls_key = _run_or_exit(_self_signed)
     host, port = bind
+    from .devices import state_dir
+    from .selfsigned import file_fingerprint
+
     folder = state_dir(os.environ)
     target, token, tls = _run_or_exit(
         lambda: _options(
@@ -329,6 +330,8 @@ def _options(
         token = read_token_file(token_file)
     elif token_env is not None:
         token = token_from_env(token_env, os.environ)
+    from .devices import DeviceStore
+
     has_devices = bool(DeviceStore(folder).load())  # device tokens count as tokens for the bind policy
     refusal = bind_refusal(host, token is not None or has_devices, tls_cert is not None, allow_plain_ws)
     if refusal is not None:
@@ -349,6 +352,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 
 def _self_signed() -> tuple[str, str]:
     """``--tls-self-signed``: the certificate and key, made on first use; prints the fingerprint."""
+    from .devices import state_dir
     from .selfsigned import display_fingerprint, ensure
 
     folder = state_dir(os.environ)

@@ -13,19 +13,24 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ..errors import ExitStatus, LocalIOError, ProxyError, ServerUnavailable, SessionFailed, UsageError
-from .devices import DeviceStore, check_name, state_dir
-from .pairing import DEFAULT_TTL, PairingInfo, code_digest, new_join_code, pairing_uri
 from .roles import Role
-from .state import CONTROL_SOCKET, read_state
+
+if TYPE_CHECKING:
+    from .devices import DeviceStore
+    from .pairing import PairingInfo
+
+# The modules below load when a devices command runs, not when the CLI starts (startup time is measured).
 
 T = TypeVar("T")
 #: The URL put in a pairing URI when no bridge runs with this CODEX_HOME: the recipe's ``--bind 0.0.0.0:9100``.
 DEFAULT_PORT = 9100
+#: Default lifetime of a join code, in seconds.
+DEFAULT_TTL = 300.0
 YES = frozenset({"y", "yes"})
 
 
@@ -43,6 +48,8 @@ def _run(function: Callable[[], T]) -> T:
 
 
 def _folder() -> Path:
+    from .devices import state_dir
+
     return state_dir(os.environ)
 
 
@@ -104,6 +111,9 @@ def add(name: str, role: str, qr: bool, url: str | None, join: bool, ttl: float)
         raise click.UsageError("--url needs --qr")
     if ttl != DEFAULT_TTL and not join:
         raise click.UsageError("--ttl needs --join")
+    from .devices import DeviceStore, check_name
+    from .pairing import PairingInfo, pairing_uri
+
     _run(lambda: check_name(name))
     folder = _folder()
     store = DeviceStore(folder)
@@ -135,6 +145,9 @@ def _qr_text(uri: str) -> str:
 
 def _pairing_info(folder: Path, url: str | None, name: str) -> PairingInfo:
     """The URL and fingerprint for a pairing URI (the token comes later)."""
+    from .pairing import PairingInfo
+    from .state import read_state
+
     state = read_state(folder)
     running = state.running and state.url is not None
     if url is None:
@@ -155,6 +168,9 @@ def _pairing_info(folder: Path, url: str | None, name: str) -> PairingInfo:
 @devices.command("list", epilog=SEE_MAN)
 def list_devices() -> None:
     """List devices: name, role, created, last seen, connected now (never a token)."""
+    from .devices import DeviceStore
+    from .state import read_state
+
     folder = _folder()
     found = _run(lambda: DeviceStore(folder).load())
     state = read_state(folder)
@@ -176,6 +192,8 @@ def list_devices() -> None:
 @click.argument("name")
 def revoke(name: str) -> None:
     """Revoke device NAME: a running bridge closes its connections (1008) and refuses its token (401)."""
+    from .devices import DeviceStore
+
     folder = _folder()
     device = _run(lambda: DeviceStore(folder).revoke(name))
     told = _tell_bridge(folder, {"op": "reload"})
@@ -185,6 +203,8 @@ def revoke(name: str) -> None:
 
 def _tell_bridge(folder: Path, message: dict[str, Any]) -> bool:
     """Send *message* to the running bridge's control socket and wait for its answer; False when none runs."""
+    from .state import CONTROL_SOCKET
+
     path = folder / CONTROL_SOCKET
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -211,6 +231,8 @@ async def _join_session(folder: Path, store: DeviceStore, name: str, role: Role,
     import trio
 
     from .devicehub import CONFIRM_TIMEOUT, LineReader, send_json
+    from .pairing import code_digest, new_join_code
+    from .state import CONTROL_SOCKET
 
     path = folder / CONTROL_SOCKET
     try:

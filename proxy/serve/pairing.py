@@ -37,8 +37,6 @@ CODE_LENGTH = 8
 PAIR_ATTEMPTS_PER_MINUTE = 10
 #: The largest ``POST /pair`` body read, in bytes.
 MAX_PAIR_BODY = 1024
-#: Default lifetime of a join code, in seconds.
-DEFAULT_TTL = 300.0
 
 
 @dataclass(frozen=True)

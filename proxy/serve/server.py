@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -31,12 +32,13 @@ from ..relay import Relay
 from ..trace import Tap
 from ..upstream import GOING_AWAY
 from .client import WebSocketEndpoint
-from .devicehub import DeviceHub
-from .guard import make_relay
 from .http import BadRequest, ServerHandshake
 from .options import ServeOptions
 from .roles import Identity
 from .rules import Gate, HttpRequest, Probe, Respond, Upgrade, admit, is_loopback, url_host
+
+if TYPE_CHECKING:
+    from .devicehub import DeviceHub
 
 log = logging.getLogger("codex_appserver")
 #: One line per connection at open and at close, shown at the default verbosity.
@@ -99,7 +101,9 @@ class Bridge:
     def __init__(self, options: ServeOptions, listener: trio.SocketListener) -> None:
         self._options = options
         self._listener = listener
-        self.hub = (
+        from .devicehub import DeviceHub  # loaded when the bridge runs, not when the CLI starts
+
+        self.hub: DeviceHub | None = (
             DeviceHub(options.state_dir, options.token, is_loopback(options.host), options.fingerprint)
             if options.state_dir is not None
             else None
@@ -303,6 +307,8 @@ class Bridge:
             ping_interval=options.ping_interval,
             ping_timeout=options.ping_timeout,
         )
+        from .guard import make_relay
+
         relay = make_relay(
             identity,
             f"{peer} ({identity.label})",
