@@ -3,5 +3,6 @@
 Sans-I/O rules (no trio, no OS): :mod:`.auth` (token check, bearer and subprotocol parsing, rate limiter),
 :mod:`.rules` (bind policy, Origin rule, request routing), :mod:`.http` (the server side of the opening
 handshake on h11). Moving bytes: :mod:`.client` (the WebSocket server endpoint, a :class:`~proxy.relay.Downstream`)
-and :mod:`.server` (listener, admission, per-client relay, shutdown). :mod:`.command` is the click command.
+and :mod:`.server` (admission, per-client relay, shutdown) with :mod:`.listen` (sockets). :mod:`.command` is the
+click command.
 """

@@ -11,12 +11,9 @@ payload.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -26,13 +23,14 @@ import trio
 from ..connect import connect, open_connection
 from ..daemon import start_daemon
 from ..ending import Ending
-from ..errors import ExitStatus, PermissionDenied, ProxyError, ServerUnavailable
+from ..errors import ExitStatus, ProxyError, ServerUnavailable
 from ..handshake import HandshakeResponse
 from ..relay import Relay
 from ..trace import Tap
 from ..upstream import GOING_AWAY
 from .client import WebSocketEndpoint
 from .http import BadRequest, ServerHandshake
+from .listen import close_stream, open_listener, peer_name, printable, send_quietly
 from .options import ServeOptions
 from .roles import Identity
 from .rules import Gate, HttpRequest, Probe, Respond, Upgrade, admit, is_loopback, url_host
@@ -52,47 +50,6 @@ PROBE_TIMEOUT = 2.0
 #: Signals that shut the bridge down.
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SHUTDOWN_REASON = "the bridge is shutting down"
-
-
-def _peer_name(stream: trio.SocketStream) -> tuple[str, str]:
-    """(address for the rate limiter, ``host:port`` for logs) of the stream's peer."""
-    try:
-        address = stream.socket.getpeername()
-    except OSError:
-        return "?", "?"
-    host, port = str(address[0]), int(address[1])
-    return host, f"{url_host(host)}:{port}"
-
-
-async def open_listener(host: str, port: int) -> trio.SocketListener:
-    """Listen on *host*:*port* (port 0: a free one), on the first address the name resolves to.
-
-    :raises ServerUnavailable: the address is in use or not available here (69).
-    :raises PermissionDenied: the port is privileged (77).
-    """
-    where = f"{url_host(host)}:{port}"
-    try:
-        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ServerUnavailable(f"cannot listen on {where}: cannot resolve {host} ({exc.strerror})") from None
-    family, type_, proto, _, sockaddr = infos[0]
-    sock = trio.socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        await sock.bind(sockaddr)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EACCES:
-            raise PermissionDenied(
-                f"cannot listen on {where}: permission denied (ports under 1024 need privileges); pick another "
-                "--bind port"
-            ) from None
-        hint = "; pick another --bind port or stop the program using it" if exc.errno == errno.EADDRINUSE else ""
-        raise ServerUnavailable(f"cannot listen on {where}: {exc.strerror}{hint}") from None
-    return trio.SocketListener(sock)
 
 
 class Bridge:
@@ -135,7 +92,12 @@ class Bridge:
         async with trio.open_nursery() as nursery:
             with self._accepting:
                 while True:
-                    stream = await self._listener.accept()
+                    try:
+                        stream = await self._listener.accept()
+                    except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: out of resources for now
+                        log.error("cannot accept a connection: %s; trying again in 0.1 s", exc.strerror or exc)
+                        await trio.sleep(0.1)
+                        continue
                     nursery.start_soon(self.handle, stream)
             await self._listener.aclose()
 
@@ -153,7 +115,16 @@ class Bridge:
     # -- one connection --------------------------------------------------------------------------------
 
     async def handle(self, tcp: trio.SocketStream) -> None:
-        address, peer = _peer_name(tcp)
+        """Serve one connection; a failure here is logged and ends this connection only, never the bridge."""
+        try:
+            await self._handle(tcp)
+        except Exception as exc:  # a bug must not take every other client down with it
+            log.error("%s: internal error, connection dropped: %s: %s", peer_name(tcp)[1], type(exc).__name__, exc)
+            log.debug("internal error", exc_info=True)
+            await trio.aclose_forcefully(tcp)
+
+    async def _handle(self, tcp: trio.SocketStream) -> None:
+        address, peer = peer_name(tcp)
         if self._pending >= MAX_PENDING:
             await trio.aclose_forcefully(tcp)
             access.info("%s: dropped: %d connections are already in their handshake", peer, MAX_PENDING)
@@ -181,10 +152,10 @@ class Bridge:
                 decision = await self._probe()
             await self._respond(stream, handshake, decision)
             access.info(
-                "%s: %s %s -> %d", peer, request.method.decode("latin-1"), _printable(request.path), decision.status
+                "%s: %s %s -> %d", peer, request.method.decode("latin-1"), printable(request.path), decision.status
             )
         finally:
-            await _close(stream)
+            await close_stream(stream)
 
     async def _read_request(
         self, tcp: trio.SocketStream, peer: str
@@ -213,7 +184,7 @@ class Bridge:
                         request = handshake.receive_data(bytes(data))
                     except BadRequest as exc:
                         if exc.response:
-                            await _send_quietly(stream, exc.response)
+                            await send_quietly(stream, exc.response)
                             access.info("%s: -> %d", peer, exc.status)
                         return handshake, None, stream
                     if request is not None:
@@ -225,7 +196,7 @@ class Bridge:
         return handshake, None, stream
 
     async def _respond(self, stream: trio.abc.Stream, handshake: ServerHandshake, answer: Respond) -> None:
-        await _send_quietly(stream, handshake.respond(answer))
+        await send_quietly(stream, handshake.respond(answer))
 
     async def _probe(self) -> Respond:
         target = self._options.target
@@ -265,7 +236,7 @@ class Bridge:
                 unavailable = isinstance(exc, ServerUnavailable)
                 body = b"the app-server is not running; try again later\n" if unavailable else b"bad gateway\n"
                 await self._respond(stream, handshake, Respond(503 if unavailable else 502, body))
-                access.info("%s: GET %s -> %d", peer, _printable(request.path), 503 if unavailable else 502)
+                access.info("%s: GET %s -> %d", peer, printable(request.path), 503 if unavailable else 502)
                 return
             accept = handshake.accept(upgrade.key, upgrade.subprotocol)
             if accept is None:
@@ -297,7 +268,7 @@ class Bridge:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             access.info("%s: left before the 101", peer)
             return
-        access.info("%s: GET %s -> 101, open (%d clients)", peer, _printable(request.path), self._clients)
+        access.info("%s: GET %s -> 101, open (%d clients)", peer, printable(request.path), self._clients)
         endpoint = WebSocketEndpoint(
             stream,
             handshake.trailing_data,
@@ -342,25 +313,6 @@ class Bridge:
             endpoint.from_client,
             endpoint.to_client,
         )
-
-
-def _printable(path: str) -> str:
-    """A request path for a log line: at most 100 characters, control characters escaped."""
-    cut = path[:100] + ("..." if len(path) > 100 else "")
-    return cut.encode("unicode_escape").decode("ascii")
-
-
-async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        await stream.send_all(data)
-
-
-async def _close(stream: trio.abc.Stream) -> None:
-    with trio.move_on_after(1.0) as scope:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.aclose()
-    if scope.cancelled_caught:
-        await trio.aclose_forcefully(stream)
 
 
 async def run_bridge(options: ServeOptions) -> int:

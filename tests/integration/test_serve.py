@@ -546,3 +546,21 @@ def test_the_readme_phone_recipe_runs_as_written(peers: PeerPool, tmp_path: Path
             check=False,
         )
         assert (done.returncode, done.stdout) == (0, b'{"id":1,"result":{}}\n'), done.stderr
+
+
+def test_a_local_bridge_in_front_of_a_remote_one(peers: PeerPool, token_file: Path) -> None:
+    """``serve --remote``: the upstream is another bridge, reached with its own token; the client's own
+    credentials stop at the first bridge."""
+    peer = peers.start(recording_echo)
+    with running_bridge(["--sock", peer.path, "--token-file", str(token_file)]) as remote:
+        local_args = ["--remote", remote.ws_url(), "--remote-auth-token-env", "REMOTE_TOKEN", "--token-env", "LOCAL"]
+        local_token = secrets.token_urlsafe(32)
+        with (
+            running_bridge(local_args, env={"REMOTE_TOKEN": TOKEN, "LOCAL": local_token}) as local,
+            client(local, additional_headers=[("Authorization", f"Bearer {local_token}")]) as ws,
+        ):
+            ws.send('{"method":"through two bridges"}')
+            assert ws.recv(timeout=30) == '{"method":"through two bridges"}'
+        remote.wait_for_line(r": GET /ws -> 101, open")
+    (headers,) = [json.loads(event) for event in peer.log.events]
+    assert "authorization" not in headers

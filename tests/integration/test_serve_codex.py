@@ -31,7 +31,7 @@ from websockets.sync.client import ClientConnection, connect
 from .bridge_process import BridgeProcess, http_request, running_bridge
 from .codex_server import CodexServer, running_codex_server
 from .jsonrpc import JsonObject, initialize_message
-from .mock_responses import MockResponses, running_mock_responses
+from .mock_responses import Message, MockResponses, running_mock_responses
 from .proxy_process import ROOT, proxy_argv, proxy_env
 from .test_turns import ECHO_OUTPUT, HELLO, HELLO_PROMPT, RUN_CALL, RUN_DONE, RUN_PROMPT
 
@@ -366,3 +366,38 @@ def test_daemon_stopped_closes_clients_with_1012_and_new_clients_get_503(codex_s
             bridge_client(bridge)
         assert refused.value.response.status_code == 503
         assert http_request(bridge.port, "/healthz")[0] == 200
+
+
+FLOOD_PROMPT = "Stream a long answer."
+#: About 12 MB of deltas: far more than the kernel's socket buffers and the client queue below.
+FLOOD = Message(tuple(f"{i:05d}" + "z" * 8000 for i in range(1500)))
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
+def test_a_client_that_stops_reading_while_the_daemon_streams_is_a_slow_consumer(
+    turn_server: CodexServer, mock_model: MockResponses, workdir: Path
+) -> None:
+    mock_model.script(FLOOD_PROMPT, FLOOD)
+    args = ["--token-env", "BRIDGE_TOKEN", "--client-queue-bytes", str(1024 * 1024)]
+    with running_bridge(args, env=bridge_env(turn_server)) as bridge:
+        with bridge_client(bridge, max_queue=1) as stalled, bridge_client(bridge) as lively:
+            reader = ws_session(stalled)
+            reader.start("stops reading")
+            thread_id = reader.call(2, "thread/start", {"cwd": str(workdir), "approvalPolicy": "never"})["thread"]["id"]
+            reader.send(turn_start(3, thread_id, FLOOD_PROMPT))  # and reads nothing more
+            bridge.wait_for_line(r"the client is a slow consumer: \d+ bytes would wait for it", timeout=TIMEOUT)
+
+            other = ws_session(lively)
+            other.start("keeps reading")
+            started = time.monotonic()
+            for request_id in range(2, 7):
+                assert "data" in other.call(request_id, "thread/list", {})
+            assert time.monotonic() - started < 30  # not held up by the stalled client (a guard, not a benchmark)
+            assert read_to_close(stalled) == (1008, "slow consumer")
+        peak = peak_rss_kib(bridge.process.pid)
+    print(f"bridge peak RSS (VmHWM) with a slow consumer of a 12 MB turn: {peak} KiB")
+    assert peak < 150 * 1024, f"the bridge's peak RSS was {peak} KiB"
