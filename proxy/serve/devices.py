@@ -15,6 +15,7 @@ No trio here; plain file I/O, used by the ``devices`` commands and by the bridge
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -23,7 +24,7 @@ import re
 import secrets
 import stat
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +37,7 @@ from .roles import FULL_ACCESS, Identity, Role
 #: Our folder under ``$CODEX_HOME``: devices, bridge state, the self-signed certificate, the control socket.
 STATE_DIR = "codex-appserver"
 DEVICES_FILE = "devices.json"
+LOCK_FILE = ".devices.lock"
 FORMAT_VERSION = 1
 #: Random bytes in a device token: 256 bits, written as 43 base64url characters.
 TOKEN_BYTES = 32
@@ -62,17 +64,22 @@ def ensure_state_dir(folder: Path) -> Path:
     return folder
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Replace *path* with *data* atomically, mode 0600: a temporary file in the same folder, fsync, rename.
+def write_private(path: Path, data: bytes, sync: bool = True) -> None:
+    """Replace *path* with *data* atomically, mode 0600: a temporary file in the same folder, fsync (unless *sync*
+    is false: advisory files), rename.
 
     :raises LocalIOError: on any failure (74); the old file is left as it was.
     """
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates it 0600
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates it 0600
+    except OSError as exc:
+        raise LocalIOError(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -155,6 +162,22 @@ def render_devices(devices: tuple[Device, ...]) -> bytes:
     return (json.dumps(document, indent=2) + "\n").encode("utf-8")
 
 
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on *folder*'s ``.devices.lock`` (flock): two commands changing the store at once
+    cannot lose each other's change. Readers need no lock: every write is an atomic rename."""
+    ensure_state_dir(folder)
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        raise LocalIOError(f"cannot lock the device store in {folder}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class DeviceStore:
     """The device file in *folder*; every method reads the file afresh and writes it whole."""
 
@@ -189,14 +212,15 @@ class DeviceStore:
         :raises LocalIOError: the store cannot be read or written (74).
         """
         check_name(name)
-        devices = self.load()
-        if any(device.name == name for device in devices):
-            raise UsageError(
-                f"a device named {name!r} exists already; pick another name or revoke it first "
-                f"('codex-appserver serve devices revoke {name}')"
-            )
-        token = new_token()
-        self._save((*devices, Device(name, role, token_digest(token.encode("ascii")), utc_now())))
+        with _locked(self.folder):
+            devices = self.load()
+            if any(device.name == name for device in devices):
+                raise UsageError(
+                    f"a device named {name!r} exists already; pick another name or revoke it first "
+                    f"('codex-appserver serve devices revoke {name}')"
+                )
+            token = new_token()
+            self._save((*devices, Device(name, role, token_digest(token.encode("ascii")), utc_now())))
         return token
 
     def revoke(self, name: str) -> Device:
@@ -205,11 +229,12 @@ class DeviceStore:
         :raises UsageError: no such device (2).
         :raises LocalIOError: the store cannot be read or written (74).
         """
-        devices = self.load()
-        kept = tuple(device for device in devices if device.name != name)
-        if len(kept) == len(devices):
-            raise UsageError(f"no device is named {name!r}; 'codex-appserver serve devices list' shows them")
-        self._save(kept)
+        with _locked(self.folder):
+            devices = self.load()
+            kept = tuple(device for device in devices if device.name != name)
+            if len(kept) == len(devices):
+                raise UsageError(f"no device is named {name!r}; 'codex-appserver serve devices list' shows them")
+            self._save(kept)
         return next(device for device in devices if device.name == name)
 
 

@@ -87,4 +87,4 @@ def read_state(folder: Path) -> BridgeState:
 
 def write_state(folder: Path, state: BridgeState) -> None:
     """Replace ``bridge.json`` atomically (mode 0600). :raises LocalIOError: (74)."""
-    write_private(folder / STATE_FILE, state.to_json())
+    write_private(folder / STATE_FILE, state.to_json(), sync=False)  # advisory: not worth an fsync per connection

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,13 @@ def test_every_write_replaces_the_file_atomically(store: DeviceStore) -> None:
     before = store.path.stat().st_ino
     store.add("b", Role.OBSERVER)
     assert store.path.stat().st_ino != before  # a new file renamed over the old one
-    assert [entry.name for entry in store.folder.iterdir()] == ["devices.json"]  # no temporary file left
+    assert sorted(entry.name for entry in store.folder.iterdir()) == [".devices.lock", "devices.json"]  # no temp file
+
+
+def test_changes_at_once_lose_nothing(store: DeviceStore) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: DeviceStore(store.folder).add(f"d{i}", Role.FULL), range(40)))
+    assert sorted(device.name for device in store.load()) == sorted(f"d{i}" for i in range(40))
 
 
 def test_names_are_checked_and_unique(store: DeviceStore) -> None:
