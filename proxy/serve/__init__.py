@@ -5,4 +5,10 @@ Sans-I/O rules (no trio, no OS): :mod:`.auth` (token check, bearer and subprotoc
 handshake on h11). Moving bytes: :mod:`.client` (the WebSocket server endpoint, a :class:`~proxy.relay.Downstream`)
 and :mod:`.server` (admission, per-client relay, shutdown) with :mod:`.listen` (sockets). :mod:`.command` is the
 click command.
+
+Devices (issue 13): :mod:`.roles` (the observer allowlist, sans-I/O) and :mod:`.guard` (the relay that applies
+it), :mod:`.pairing` (pairing URI, join codes, sans-I/O), :mod:`.devices` (the hashed token store),
+:mod:`.state` (what a running bridge announces), :mod:`.selfsigned` (``--tls-self-signed``); at run time
+:mod:`.devicehub` (identity, revocation, presence), :mod:`.control` (the control socket) and :mod:`.pairdesk`
+(join codes, ``POST /pair``); :mod:`.devices_cli` and :mod:`.joining` are the ``serve devices`` commands.
 """

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..errors import ExitStatus, LocalIOError, ProxyError, ServerUnavailable, SessionFailed, UsageError
+from ..errors import ProxyError, UsageError
 from .roles import Role
 
 if TYPE_CHECKING:
-    from .devices import DeviceStore
     from .pairing import PairingInfo
 
 # The modules below load when a devices command runs, not when the CLI starts (startup time is measured).
@@ -31,7 +30,6 @@ T = TypeVar("T")
 DEFAULT_PORT = 9100
 #: Default lifetime of a join code, in seconds.
 DEFAULT_TTL = 300.0
-YES = frozenset({"y", "yes"})
 
 
 def _fail(exc: ProxyError) -> None:
@@ -118,7 +116,9 @@ def add(name: str, role: str, qr: bool, url: str | None, join: bool, ttl: float)
     folder = _folder()
     store = DeviceStore(folder)
     if join:
-        sys.exit(_run(lambda: _join(folder, store, name, Role(role), ttl)))
+        from .joining import join as join_session
+
+        sys.exit(_run(lambda: join_session(folder, store, name, Role(role), ttl)))
     if qr:
         info = _run(lambda: _pairing_info(folder, url, name))
     token = _run(lambda: store.add(name, Role(role)))
@@ -214,102 +214,3 @@ def _tell_bridge(folder: Path, message: dict[str, Any]) -> bool:
             return bool(sock.recv(4096))
     except OSError:
         return False
-
-
-# -- --join ----------------------------------------------------------------------------------------------------
-
-
-def _join(folder: Path, store: DeviceStore, name: str, role: Role, ttl: float) -> int:
-    if any(device.name == name for device in store.load()):
-        raise UsageError(f"a device named {name!r} exists already; pick another name or revoke it first")
-    import trio
-
-    return trio.run(_join_session, folder, store, name, role, ttl)
-
-
-async def _join_session(folder: Path, store: DeviceStore, name: str, role: Role, ttl: float) -> int:
-    import trio
-
-    from .devicehub import CONFIRM_TIMEOUT, LineReader, send_json
-    from .pairing import code_digest, new_join_code
-    from .state import CONTROL_SOCKET
-
-    path = folder / CONTROL_SOCKET
-    try:
-        stream = await trio.open_unix_socket(str(path))
-    except OSError:
-        raise ServerUnavailable(
-            f"no bridge is running with this CODEX_HOME (nothing listens on {path}); start 'codex-appserver serve' "
-            "first: join codes are traded with the running bridge"
-        ) from None
-    code = new_join_code()
-    async with stream:
-        reader = LineReader(stream)
-        request = {"op": "join", "name": name, "role": role.value, "code_sha256": code_digest(code).hex(), "ttl": ttl}
-        if not await send_json(stream, request):
-            raise ServerUnavailable(f"the bridge closed its control socket {path}")
-        reply = await reader.read()
-        if reply is None or reply.get("ok") is not True:
-            error = reply.get("error") if reply else "no answer"
-            raise ServerUnavailable(f"the bridge refused the join code: {error}")
-        click.echo(f"join code: {code}")
-        click.echo(
-            f'codex-appserver: POST {_pair_url(reply.get("url"))} with {{"code": "{code}"}} within {ttl:g} s',
-            err=True,
-        )
-        message: dict[str, Any] | None = None
-        with trio.move_on_after(ttl):
-            while message is None or message.get("op") != "confirm":
-                message = await reader.read()
-                if message is None:
-                    raise SessionFailed("the bridge stopped before the join code was used")
-        if message is None or message.get("op") != "confirm":
-            raise SessionFailed(f"the join code expired after {ttl:g} s unused")
-        with trio.move_on_after(CONFIRM_TIMEOUT):
-            return await _confirm(stream, reader, store, name, role, str(message.get("address")))
-        raise SessionFailed(f"no answer within {CONFIRM_TIMEOUT:g} s; the join code is spent")
-
-
-def _pair_url(url: Any) -> str:
-    if isinstance(url, str) and "://" in url:
-        scheme, rest = url.split("://", 1)
-        host = rest.split("/", 1)[0]
-        return f"{'https' if scheme == 'wss' else 'http'}://{host}/pair"
-    return "/pair"
-
-
-async def _confirm(stream: Any, reader: Any, store: DeviceStore, name: str, role: Role, address: str) -> int:
-    import trio
-
-    from .devicehub import send_json
-
-    click.echo(f"pair {name} from {address}? [y/N] ", nl=False)
-    answer = await _read_stdin_line(trio)
-    if answer.strip().lower() not in YES:
-        await send_json(stream, {"approve": False})
-        click.echo(f"codex-appserver: pairing of {name} from {address} refused; the join code is spent", err=True)
-        return int(ExitStatus.SESSION_FAILED)
-    try:
-        token = store.add(name, role)
-    except (UsageError, LocalIOError):
-        await send_json(stream, {"approve": False})
-        raise
-    await send_json(stream, {"approve": True, "token": token})
-    done = await reader.read()
-    if done is None or done.get("paired") is not True:
-        raise SessionFailed(f"the bridge did not deliver the token of {name}; revoke it and try again")
-    click.echo(f"codex-appserver: paired device {name} (role {role.value}) from {address}", err=True)
-    return int(ExitStatus.OK)
-
-
-async def _read_stdin_line(trio: Any) -> str:
-    """One line from stdin ("" at EOF), read without blocking the bridge's answers."""
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    data = bytearray()
-    async with stdin:
-        while b"\n" not in data and len(data) < 1024:
-            chunk = await stdin.receive_some(1024)
-            if not chunk:
-                break
-            data += chunk
-    return bytes(data).split(b"\n", 1)[0].decode("utf-8", "replace")
