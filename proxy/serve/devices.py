@@ -223,15 +223,15 @@ class DeviceStore:
             self._save((*devices, Device(name, role, token_digest(token.encode("ascii")), utc_now())))
         return token
 
-    def revoke(self, name: str) -> Device:
-        """Remove device *name*; return it.
+    def revoke(self, name: str, sha256: str | None = None) -> Device:
+        """Remove device *name* (only if its token digest is *sha256*, when given); return it.
 
         :raises UsageError: no such device (2).
         :raises LocalIOError: the store cannot be read or written (74).
         """
         with _locked(self.folder):
             devices = self.load()
-            kept = tuple(device for device in devices if device.name != name)
+            kept = tuple(device for device in devices if device.name != name or sha256 not in (None, device.sha256))
             if len(kept) == len(devices):
                 raise UsageError(f"no device is named {name!r}; 'codex-appserver serve devices list' shows them")
             self._save(kept)

@@ -7,6 +7,7 @@ Exit statuses: 0 paired; 1 refused, expired, or the bridge went away (:class:`~p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import trio
 
 from ..errors import ExitStatus, LocalIOError, ServerUnavailable, SessionFailed, UsageError
 from .control import LineReader, send_json
-from .devices import DeviceStore
+from .devices import DeviceStore, token_digest
 from .pairdesk import CONFIRM_TIMEOUT
 from .pairing import code_digest, new_join_code
 from .roles import Role
@@ -99,7 +100,10 @@ async def _confirm(
     await send_json(stream, {"approve": True, "token": token})
     done = await reader.read()
     if done is None or done.get("paired") is not True:
-        raise SessionFailed(f"the bridge did not deliver the token of {name}; revoke it and try again")
+        # Nobody got the token: take the device out again (only if it is still the one made here).
+        with contextlib.suppress(UsageError, LocalIOError):
+            store.revoke(name, token_digest(token.encode("ascii")))
+        raise SessionFailed(f"the bridge did not deliver the token of {name}; nothing was paired")
     click.echo(f"codex-appserver: paired device {name} (role {role.value}) from {address}", err=True)
     return int(ExitStatus.OK)
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import shlex
+import signal
 import socket
 import ssl
 import stat
@@ -430,3 +431,26 @@ def test_the_readme_two_command_phone_recipe_runs_as_written(turn_server: CodexS
             assert hashlib.sha256(der).hexdigest() == info.sha256
             assert Peer(ws).initialize("phone")["codexHome"] == str(turn_server.codex_home)
         bridge.wait_for_line(r"device phone \(role full\) connected")
+
+
+def test_a_shutdown_answers_a_pairing_request_waiting_for_the_terminal(turn_server: CodexServer) -> None:
+    with running_bridge(["--tls-self-signed"], env=turn_server.env) as bridge:
+        folder = state_folder(turn_server)
+        assert stat.S_IMODE((folder / "control.sock").stat().st_mode) == 0o600
+        context = pinned_context(folder / "tls-cert.pem")
+        with join_command("phone", turn_server.env) as command, ThreadPoolExecutor(1) as pool:
+            code = command.wait_for("join code: ").split(": ", 1)[1]
+            pending = pool.submit(post_pair, bridge.port, json.dumps({"code": code}).encode(), context)
+            command.wait_for("pair phone from ")
+            started = time.monotonic()
+            bridge.signal(signal.SIGTERM)
+            assert pending.result(timeout=60)[0] == 410
+            assert bridge.wait(timeout=60) == 0
+            assert time.monotonic() - started < 10  # not the 120 s the confirmation may take
+            command.answer("y\n")  # too late: the bridge is gone, nobody gets the token
+            status, stderr = command.finish()
+            assert status == 1, stderr
+            assert "nothing was paired" in stderr
+    assert run_devices(["list"], turn_server.env).stdout.splitlines()[1:] == []  # the device was taken out again
+    assert not (folder / "control.sock").exists()
+    assert json.loads((folder / "bridge.json").read_text())["pid"] is None

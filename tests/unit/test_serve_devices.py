@@ -87,6 +87,11 @@ def test_revoke(store: DeviceStore) -> None:
     assert [device.name for device in store.load()] == ["tablet"]
     with pytest.raises(UsageError, match="no device is named 'phone'"):
         store.revoke("phone")
+    # With a digest, only that very device goes (a rollback never removes a device made again meanwhile).
+    with pytest.raises(UsageError):
+        store.revoke("tablet", "0" * 64)
+    digest = store.load()[0].sha256
+    assert store.revoke("tablet", digest).name == "tablet"
 
 
 def test_a_broken_store_is_reported(store: DeviceStore) -> None:
