@@ -4,7 +4,7 @@
 
 - :class:`~proxy.upstream.Upstream` is the WebSocket client connection to the app-server (framing, frame
   limit, keepalive, close mapping, reading at full speed, backpressure on the way in);
-- a :class:`Downstream` is the client's end: :class:`~proxy.stdio.StdioEndpoint` (JSONL on stdin/stdout)
+- a :class:`Downstream` is the client's end: :class:`~proxy.jsonl.StdioEndpoint` (JSONL on stdin/stdout)
   for ``proxy``, a WebSocket server connection for ``serve``;
 - :class:`Relay` pumps messages between them, keeps the JSON-RPC bookkeeping of :mod:`proxy.session` when it
   has one (ids in flight, drain, ``--until``, overload retry), and decides how the session ends

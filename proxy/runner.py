@@ -14,11 +14,11 @@ from .daemon import start_daemon
 from .ending import Ending
 from .errors import LocalIOError, ProxyError
 from .handshake import HandshakeResponse
+from .jsonl import StdioEndpoint
 from .options import ProxyOptions
 from .raw import RawRelay
 from .relay import Relay
 from .session import Session
-from .stdio import StdioEndpoint
 from .trace import Tap
 
 log = logging.getLogger("codex_appserver")

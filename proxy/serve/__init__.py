@@ -11,4 +11,8 @@ it), :mod:`.pairing` (pairing URI, join codes, sans-I/O), :mod:`.devices` (the h
 :mod:`.state` (what a running bridge announces), :mod:`.selfsigned` (``--tls-self-signed``); at run time
 :mod:`.devicehub` (identity, revocation, presence), :mod:`.control` (the control socket) and :mod:`.pairdesk`
 (join codes, ``POST /pair``); :mod:`.devices_cli` and :mod:`.joining` are the ``serve devices`` commands.
+
+Where later work plugs in: resumable sessions select their subprotocol through ``Gate.known_subprotocols``
+and keep a relay's upstream while its :class:`~.client.WebSocketEndpoint` is replaced; ``--reconnect`` wraps
+the relay's upstream (:meth:`proxy.relay.Relay.upstream_ended`).
 """

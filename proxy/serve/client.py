@@ -37,6 +37,8 @@ RECEIVE_BYTES = 256 * 1024
 SEND_BYTES = 256 * 1024
 #: Seconds the client gets to take its last messages and answer our close frame before the connection is dropped.
 FINISH_TIMEOUT = 10.0
+#: The same when the whole bridge is shutting down, which should take seconds at most.
+SHUTDOWN_FINISH_TIMEOUT = 3.0
 
 #: RFC 6455 §7.4.1 close codes the bridge sends its clients.
 POLICY_VIOLATION = 1008
@@ -95,6 +97,8 @@ class WebSocketEndpoint:
         self.to_client = 0
         #: The close code of the connection (sent or received; 1006 when it ended without a close frame).
         self.close_code: int = ABNORMAL
+        #: How long :meth:`finish` waits for the client, in seconds.
+        self.finish_timeout = FINISH_TIMEOUT
 
     async def run(self, relay: Relay) -> None:
         self._relay = relay
@@ -186,13 +190,18 @@ class WebSocketEndpoint:
     # -- relay -> client -------------------------------------------------------------------------------
 
     def deliver(self, texts: list[str]) -> None:
-        """Queue *texts* as frames for the client; past ``queue_bytes``, close it as a slow consumer."""
+        """Queue *texts* as frames for the client; past ``queue_bytes``, close it as a slow consumer.
+
+        The bound applies to what accumulates: a batch that does not fit is refused only when something already
+        waits, so one message larger than ``queue_bytes`` reaches a client that keeps up.
+        """
         if self._ws.state is not ConnectionState.OPEN or not self._forwarding:
             return
         send = self._ws.send
         data = b"".join([send(TextMessage(data=text)) for text in texts])
-        if self._queued + self._in_flight + len(data) > self._limit:
-            self._slow_consumer(self._queued + self._in_flight + len(data))
+        waiting = self._queued + self._in_flight
+        if waiting and waiting + len(data) > self._limit:  # one message larger than the bound still goes out alone
+            self._slow_consumer(waiting + len(data))
             return
         self.to_client += len(texts)
         self._put(data)
@@ -273,7 +282,7 @@ class WebSocketEndpoint:
     async def finish(self, ending: Ending) -> None:
         """Send what is queued (dropped for a slow consumer), then a close frame, and wait for the client's."""
         code = ending.downstream_code
-        with trio.move_on_after(FINISH_TIMEOUT):
+        with trio.move_on_after(self.finish_timeout):
             if self._ws.state is ConnectionState.OPEN:
                 code = code if code is not None else GOING_AWAY
                 self._put(self._ws.send(CloseConnection(code=code, reason=ending.downstream_reason or None)))

@@ -28,7 +28,7 @@ from ..handshake import HandshakeResponse
 from ..relay import Relay
 from ..trace import Tap
 from ..upstream import GOING_AWAY
-from .client import WebSocketEndpoint
+from .client import SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
 from .http import BadRequest, ServerHandshake
 from .listen import close_stream, open_listener, peer_name, printable, send_quietly
 from .options import ServeOptions
@@ -69,7 +69,7 @@ class Bridge:
         self._gate = Gate(options.token, options.allowed_origins, options.max_clients, identify=identify)
         self._clients = 0
         self._pending = 0
-        self._relays: set[Relay] = set()
+        self._relays: dict[Relay, WebSocketEndpoint] = {}
         self._handshakes: set[trio.CancelScope] = set()
         self._accepting = trio.CancelScope()
         self._stopping = False
@@ -109,7 +109,8 @@ class Bridge:
             self.hub.stop()
         for scope in self._handshakes:
             scope.cancel()
-        for relay in self._relays:
+        for relay, endpoint in self._relays.items():
+            endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
             relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
 
     # -- one connection --------------------------------------------------------------------------------
@@ -268,7 +269,8 @@ class Bridge:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             access.info("%s: left before the 101", peer)
             return
-        access.info("%s: GET %s -> 101, open (%d clients)", peer, printable(request.path), self._clients)
+        clients = f"{self._clients} client{'' if self._clients == 1 else 's'}"
+        access.info("%s: GET %s -> 101, open (%s connected)", peer, printable(request.path), clients)
         endpoint = WebSocketEndpoint(
             stream,
             handshake.trailing_data,
@@ -294,23 +296,24 @@ class Bridge:
             tap=Tap(None, log.isEnabledFor(logging.DEBUG), f"{peer}: "),
             announce=lambda ending: log.warning("%s: %s", peer, ending.message) if ending.message else None,
         )
-        self._relays.add(relay)
+        self._relays[relay] = endpoint
         if self.hub is not None:
             self.hub.attach(relay, identity, peer)
         if self._stopping:
+            endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
             relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
         try:
             await relay.run()
         finally:
-            self._relays.discard(relay)
+            del self._relays[relay]
             if self.hub is not None:
                 self.hub.detach(relay)
         access.info(
-            "%s: closed %d after %.1f s, %d messages from the client, %d to it",
+            "%s: closed %d after %.1f s, %s from the client, %d to it",
             peer,
             endpoint.close_code,
             trio.current_time() - started,
-            endpoint.from_client,
+            f"{endpoint.from_client} message{'' if endpoint.from_client == 1 else 's'}",
             endpoint.to_client,
         )
 

@@ -113,3 +113,26 @@ def test_an_upgrade_with_a_body_is_not_switched() -> None:
     request = UPGRADE.replace(b"\r\n\r\n", b"\r\nContent-Length: 5\r\n\r\n")
     assert handshake.receive_data(request) is not None
     assert handshake.accept(KEY, None) is None
+
+
+@given(st.lists(st.binary(max_size=600), max_size=40))
+def test_any_bytes_give_a_request_none_or_bad_request_never_another_error(chunks: list[bytes]) -> None:
+    handshake = ServerHandshake()
+    refused: BadRequest | None = None
+    try:
+        for chunk in [*chunks, b""]:
+            if handshake.receive_data(chunk) is not None:
+                break
+    except BadRequest as exc:
+        refused = exc
+    if refused is not None:
+        assert refused.status in (400, 431)
+        assert refused.response == b"" or refused.response.startswith(b"HTTP/1.1 4")
+
+
+@given(st.binary(min_size=1, max_size=2000))
+def test_a_request_followed_by_any_bytes_keeps_them_for_the_websocket(rest: bytes) -> None:
+    handshake = ServerHandshake()
+    assert handshake.receive_data(UPGRADE + rest) is not None
+    assert handshake.accept(KEY, None) is not None
+    assert handshake.trailing_data == rest
