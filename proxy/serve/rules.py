@@ -66,12 +66,14 @@ def bind_refusal(host: str, has_token: bool, tls: bool, allow_plain_ws: bool) ->
     if not has_token:
         return (
             f"--bind {host} is not a loopback address, so clients must authenticate: give a token with "
-            "--token-file or --token-env (make one with 'codex-appserver serve --new-token FILE')"
+            "--token-file or --token-env (make one with 'codex-appserver serve --new-token FILE'), or add a device "
+            "with 'codex-appserver serve devices add NAME'"
         )
     if not tls and not allow_plain_ws:
         return (
             f"--bind {host} is not a loopback address, so the token must not cross the network in clear: "
-            "give --tls-cert and --tls-key, or --allow-plain-ws when a TLS terminator or tunnel sits in front"
+            "give --tls-cert and --tls-key, or --allow-plain-ws when a TLS terminator or tunnel sits in front "
+            "(--tls-self-signed makes a certificate here)"
         )
     return None
 
