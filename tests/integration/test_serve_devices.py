@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from websockets.exceptions import InvalidStatus
 from proxy.serve.pairing import parse_pairing_uri
 from proxy.serve.roles import ROLE_FORBIDDEN
 
+from . import jsonrpc
 from .bridge_process import BridgeProcess, running_bridge
 from .codex_server import CodexServer, running_codex_server
 from .devices_process import (
@@ -41,6 +43,7 @@ from .devices_process import (
 )
 from .jsonrpc import JsonObject
 from .mock_responses import FunctionCall, Message, MockResponses, running_mock_responses
+from .proxy_process import proxy_argv, proxy_env
 
 pytestmark = pytest.mark.codex
 
@@ -266,6 +269,25 @@ def test_tls_self_signed_is_made_once_pinned_and_another_certificate_refused(
             assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
         with client(bridge, token, ssl_context=pinned_context(folder / "tls-cert.pem")) as ws:
             assert Peer(ws).initialize("phone")["codexHome"] == str(turn_server.codex_home)
+        # Our own proxy trusts it with --cacert (the certificate names 127.0.0.1), with the device token.
+        done = subprocess.run(
+            proxy_argv(
+                "--remote",
+                f"wss://127.0.0.1:{bridge.port}/ws",
+                "--cacert",
+                str(folder / "tls-cert.pem"),
+                "--remote-auth-token-env",
+                "DEVICE_TOKEN",
+            ),
+            input=jsonrpc.initialize(1),
+            capture_output=True,
+            env=proxy_env({"DEVICE_TOKEN": token}),
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        first = json.loads(done.stdout.splitlines()[0])
+        assert first["result"]["codexHome"] == str(turn_server.codex_home)
     key_before = (folder / "tls-key.pem").read_bytes()
 
     with running_bridge(["--tls-self-signed"], env=turn_server.env) as bridge:

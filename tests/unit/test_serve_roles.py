@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.serve.roles import (
     OBSERVER_ALLOWLIST,
@@ -139,3 +141,47 @@ def test_anything_else_is_dropped(text: str) -> None:
 )
 def test_full_forwards_everything_unchanged(text: str) -> None:
     assert check(Role.FULL, text) == Forward()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=10,
+)
+methods = st.sampled_from([*OBSERVER_ALLOWLIST, *OBSERVER_NOTIFICATIONS, "turn/start", "fs/writeFile"]) | st.text(
+    max_size=20
+)
+
+
+@given(
+    method=st.none() | methods,
+    request_id=st.none() | st.integers() | st.text(max_size=5),
+    has_id=st.booleans(),
+    params=st.none() | json_values,
+)
+def test_an_observer_message_is_forwarded_only_when_the_table_allows_it(
+    method: str | None, request_id: object, has_id: bool, params: object
+) -> None:
+    message: dict[str, object] = {}
+    if method is not None:
+        message["method"] = method
+    if has_id:
+        message["id"] = request_id
+    if params is not None:
+        message["params"] = params
+    verdict = check(OBSERVER, json.dumps(message))
+    if isinstance(verdict, Forward):
+        assert isinstance(method, str)
+        if has_id:
+            allowed = OBSERVER_ALLOWLIST[method]
+            assert allowed is None or not isinstance(params, dict) or set(params) <= allowed
+        else:
+            assert method in OBSERVER_NOTIFICATIONS
+    elif isinstance(verdict, Refuse):
+        assert has_id
+        assert isinstance(method, str)
+        assert json.loads(verdict.reply)["id"] == request_id
+    else:
+        assert isinstance(verdict, Drop)
+        allowlisted_request = isinstance(method, str) and has_id and method in OBSERVER_ALLOWLIST
+        assert not (allowlisted_request and not isinstance(params, dict))
