@@ -439,6 +439,9 @@ def test_the_readme_two_command_phone_recipe_runs_as_written(turn_server: CodexS
     assert info.url == f"wss://127.0.0.1:{port}/ws"
     with running_bridge(serve_argv[2:], env=turn_server.env) as bridge:
         assert bridge.url == f"wss://0.0.0.0:{port}/ws"
+        bridge.wait_for_line(
+            r"^codex-appserver: using the self-signed TLS certificate .*/codex-appserver/tls-cert\.pem$"
+        )
         assert printed_fingerprint(bridge) == info.sha256
         # The phone: connect to the URL, accept only the certificate with the pinned digest, send the token.
         assert peer_fingerprint(port) == info.sha256
