@@ -23,7 +23,8 @@ from .roles import Role
 if TYPE_CHECKING:
     from .pairing import PairingInfo
 
-# The modules below load when a devices command runs, not when the CLI starts (startup time is measured).
+# The rest of the package (store, pairing, state, segno, cryptography) loads inside the commands, not when the CLI
+# starts: startup time is measured.
 
 T = TypeVar("T")
 #: The URL put in a pairing URI when no bridge runs with this CODEX_HOME: the recipe's ``--bind 0.0.0.0:9100``.
