@@ -32,7 +32,6 @@ REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     410: "Gone",
-    411: "Length Required",
     413: "Content Too Large",
     426: "Upgrade Required",
     429: "Too Many Requests",
