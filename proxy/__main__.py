@@ -1,5 +1,5 @@
-"""``python -m proxy``: the same CLI as ``codex-appserver``."""
+"""``python -m proxy``: the same CLI as ``codex-appserver``, through the same entry point."""
 
-from .cli import main
+from .entry import main
 
-main(prog_name="codex-appserver")
+main()

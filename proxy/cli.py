@@ -11,10 +11,14 @@ import click
 import trio
 
 from . import __version__
-from .errors import EXIT_STATUSES, ProxyError
+from .clitypes import FiniteFloat
+from .errors import EXIT_STATUSES, ProxyError, descriptor_limit_error
+from .logs import setup_logging
 from .options import MiB, ProxyOptions
+from .redact import SECRETS
+from .relay import Ending
 from .runner import run_proxy
-from .target import Target, UnixTarget, remote_target, socket_path
+from .target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
 
 PROG = "codex-appserver"
 log = logging.getLogger("codex_appserver")
@@ -46,17 +50,6 @@ Examples:
 
 See 'man codex-appserver-proxy' for the full reference.
 """
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    log.handlers[:] = [handler]
-    log.propagate = False
-    if quiet:
-        log.setLevel(logging.ERROR)
-    else:
-        log.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
 
 
 def _check_combinations(
@@ -108,7 +101,7 @@ def main() -> None:
 )
 @click.option(
     "--drain-timeout",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=None,
     metavar="SECONDS",
     help="After stdin EOF, how long to wait for the responses still owed (and an --until notification).  "
@@ -116,7 +109,7 @@ def main() -> None:
 )
 @click.option(
     "--connect-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=10.0,
     show_default=True,
     metavar="SECONDS",
@@ -140,7 +133,7 @@ def main() -> None:
 )
 @click.option(
     "--ping-interval",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -148,7 +141,7 @@ def main() -> None:
 )
 @click.option(
     "--ping-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=20.0,
     show_default=True,
     metavar="SECONDS",
@@ -173,7 +166,7 @@ def main() -> None:
 @click.option("--no-overload-retry", is_flag=True, help="Pass -32001 errors on at once (same as --overload-retries 0).")
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=None,
     metavar="SECONDS",
     help="While nothing listens on the socket, keep trying this long (backoff 50 ms doubling to 1 s).  "
@@ -236,7 +229,7 @@ def proxy(
     Each stdin line is sent as one text message; each message from the app-server is written to stdout as one
     line. At stdin EOF the proxy waits for the responses to the requests it sent, then closes.
     """
-    _setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet)
     _check_combinations(sock, remote, remote_auth_token_env, cacert, raw, start)
     try:
         target: Target = (
@@ -247,6 +240,8 @@ def proxy(
     except ProxyError as exc:
         log.error("%s", exc.message)
         sys.exit(exc.status)
+    if isinstance(target, RemoteTarget) and target.token:
+        SECRETS.add(target.token)  # redacted from every log line and trace record from here on (issue 9 #18)
     options = ProxyOptions(
         target=target,
         raw=raw,
@@ -266,7 +261,13 @@ def proxy(
         codex_bin=codex_bin,
         trace=trace,
     )
-    ending = trio.run(run_proxy, options)
+    try:
+        ending = trio.run(run_proxy, options)
+    except OSError as exc:  # trio's own epoll and wakeup descriptors, before run_proxy could catch it (#9)
+        limit = descriptor_limit_error(exc)
+        if limit is None:
+            raise
+        ending = Ending(limit.status, limit.message)
     if ending.message:
         log.log(logging.ERROR if ending.status else logging.WARNING, "%s", ending.message)
     sys.exit(ending.status)

@@ -20,9 +20,10 @@ from .errors import (
     ProxyError,
     ServerUnavailable,
     UsageError,
+    descriptor_limit_error,
     reason_of,
 )
-from .handshake import ClientHandshake, HandshakeResponse
+from .handshake import REFUSAL_BODY_WAIT, ClientHandshake, HandshakeResponse
 from .target import MAX_UNIX_PATH_BYTES, RemoteTarget, Target, UnixTarget, connect_path
 
 START_HINT = "start one with 'codex app-server --listen unix://' or 'codex app-server daemon start'"
@@ -68,6 +69,9 @@ async def open_unix(path: Path) -> trio.SocketStream:
             "or fix the socket's mode"
         ) from None
     except OSError as exc:
+        limit = descriptor_limit_error(exc)
+        if limit is not None:  # our own descriptor limit, not the server's fault (issue 9 #9)
+            raise limit from None
         detail = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
         raise ServerUnavailable(f"cannot connect to {path}: {detail}") from None
 
@@ -81,7 +85,16 @@ async def handshake(stream: trio.abc.Stream, request: ClientHandshake, where: st
     """
     try:
         await stream.send_all(request.request_bytes())
+        body_deadline: float | None = None
         while True:
+            if request.refusal_pending:
+                # The status line decided; the body only adds detail, so it gets a short while (issue 9 #17).
+                if body_deadline is None:
+                    body_deadline = trio.current_time() + REFUSAL_BODY_WAIT
+                with trio.move_on_at(body_deadline):
+                    request.receive_data(bytes(await stream.receive_some(RECEIVE_BYTES)))
+                    continue
+                request.refuse()
             data = await stream.receive_some(RECEIVE_BYTES)
             response = request.receive_data(bytes(data))
             if response is not None:
@@ -109,6 +122,10 @@ async def open_tcp(target: RemoteTarget) -> trio.abc.Stream:
     except OSError as exc:
         # trio tries each address and raises one OSError over an ExceptionGroup of the attempts' errors.
         causes = getattr(exc.__cause__, "exceptions", None) or [exc]
+        for cause in causes:
+            limit = descriptor_limit_error(cause)
+            if limit is not None:  # our own descriptor limit, not the server's fault (issue 9 #9)
+                raise limit from None
         if all(isinstance(cause, ConnectionRefusedError) for cause in causes):
             raise NotListening(f"no app-server is listening at {target} (connection refused)") from None
         reason = "; ".join(sorted({reason_of(cause) for cause in causes}))

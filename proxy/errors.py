@@ -8,7 +8,9 @@ The table :data:`EXIT_STATUSES` is the single source for ``--help``, the README 
 from __future__ import annotations
 
 import enum
+import errno
 import os
+import resource  # imported now: loading it later needs a descriptor, which EMFILE means there is none of
 
 
 class ExitStatus(enum.IntEnum):
@@ -51,8 +53,8 @@ EXIT_STATUSES: tuple[tuple[int, str], ...] = (
     ),
     (
         74,
-        "local I/O failure: reading stdin, writing stdout, the spool file; serve: reading --token-file, writing "
-        "the --new-token file (never overwritten)",
+        "local I/O failure: reading stdin, writing stdout (or stdout not open), the spool file, the trace file, "
+        "too many open files; serve: reading --token-file, writing the --new-token file (never overwritten)",
     ),
     (
         76,
@@ -125,6 +127,27 @@ class LocalIOError(ProxyError):
     """Reading stdin or writing stdout failed for a reason other than EOF or EPIPE (74)."""
 
     status = ExitStatus.IOERR
+
+
+class TooManyOpenFiles(LocalIOError):
+    """EMFILE or ENFILE: a local limit on open descriptors, never the app-server's fault (74)."""
+
+
+def descriptor_limit_error(exc: BaseException) -> TooManyOpenFiles | None:
+    """A :class:`TooManyOpenFiles` with its remedy when *exc* (or the OSError behind it) is EMFILE or ENFILE."""
+    code = exc.errno if isinstance(exc, OSError) and exc.errno else errno_of(exc)
+    if code == errno.EMFILE:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return TooManyOpenFiles(
+            f"too many open files: the process may hold only {soft} (ulimit -n); raise the limit, "
+            "e.g. 'ulimit -n 1024', and run again"
+        )
+    if code == errno.ENFILE:
+        return TooManyOpenFiles(
+            "too many open files in the system (ENFILE): the kernel's file table is full; close other programs "
+            "or raise fs.file-max, and run again"
+        )
+    return None
 
 
 class SessionFailed(ProxyError):

@@ -7,7 +7,7 @@ are kept in :attr:`HandshakeResponse.trailing_data` for the WebSocket connection
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -16,9 +16,17 @@ from wsproto.utilities import generate_accept_token, generate_nonce
 
 from . import __version__
 from .errors import HandshakeFailed, PermissionDenied
+from .redact import SECRETS
 
-#: How much of a refusal's body goes into the error message, in bytes.
+#: How much of a refusal's body goes into the error message, in characters.
 REFUSAL_BODY_BYTES = 200
+#: How much of a refusal's body is read, in bytes: enough to redact a secret echoed across the cut.
+REFUSAL_READ_BYTES = 4096
+#: How long a refusal's body may take once its status line is in, in seconds: the status decides the outcome,
+#: the body only adds detail to the message (issue 9 #17).
+REFUSAL_BODY_WAIT = 0.5
+#: The most digits the frame-limit header may hold; a longer value is malformed (int() refuses > 4300 digits).
+MAX_LIMIT_DIGITS = 20
 
 #: Codex's response header giving the largest frame it accepts, in bytes.
 MAX_UNFRAGMENTED_HEADER = "x-codex-websocket-max-unfragmented-message-bytes"
@@ -44,7 +52,11 @@ class HandshakeResponse:
     def max_unfragmented_message_bytes(self) -> int | None:
         """Codex's advertised frame size limit in bytes, or None when absent or malformed."""
         value = self.header(MAX_UNFRAGMENTED_HEADER)
-        if value is None or not value.strip().isdigit():
+        if value is None:
+            return None
+        value = value.strip(" \t")  # RFC 9110 §5.5 optional whitespace
+        # ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses (issue 9 #6).
+        if not (0 < len(value) <= MAX_LIMIT_DIGITS and value.isascii() and value.isdigit()):
             return None
         return int(value)
 
@@ -56,6 +68,8 @@ class ClientHandshake:
     :param target: the request target, e.g. ``/``.
     :param extra_headers: more (name, value) pairs, e.g. ``Authorization``; never an ``Origin`` header,
         which Codex's TCP listener answers with 403.
+    :param redact: applied to the refusal's reason and body before they are shortened for the message, so that
+        an echoed secret never survives in part (default: :data:`proxy.redact.SECRETS`).
     """
 
     def __init__(
@@ -63,7 +77,9 @@ class ClientHandshake:
         host: str = "localhost",
         target: str = "/",
         extra_headers: Sequence[tuple[str, str]] = (),
+        redact: Callable[[str], str] = SECRETS,
     ) -> None:
+        self._redact = redact
         self._conn = h11.Connection(h11.CLIENT)
         self._key = generate_nonce()
         self._host = host
@@ -110,12 +126,27 @@ class ClientHandshake:
                     self._refusal = event
                 elif isinstance(event, h11.Data):
                     self._refusal_body += event.data
-                    if len(self._refusal_body) >= REFUSAL_BODY_BYTES:
+                    if len(self._refusal_body) >= REFUSAL_READ_BYTES:
                         self._refused()
                 elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                     self._refused()
         except h11.RemoteProtocolError as exc:
             raise HandshakeFailed(f"the server did not answer with HTTP ({exc})") from None
+
+    @property
+    def refusal_pending(self) -> bool:
+        """True once a refusal's status line has arrived: its outcome is known, only its body may still come.
+
+        The caller waits at most :data:`REFUSAL_BODY_WAIT` for the rest, then calls :meth:`refuse`.
+        """
+        return self._refusal is not None
+
+    def refuse(self) -> NoReturn:
+        """Give up on the rest of the refusal's body and raise its error now.
+
+        :raises PermissionDenied: 401 or 403. :raises HandshakeFailed: any other status.
+        """
+        self._refused()
 
     def _eof(self) -> NoReturn:
         if self._refusal is not None:
@@ -138,9 +169,12 @@ class ClientHandshake:
     def _refused(self) -> NoReturn:
         assert self._refusal is not None
         status = self._refusal.status_code
-        reason = self._refusal.reason.decode("latin-1")
-        body = bytes(self._refusal_body[:REFUSAL_BODY_BYTES]).decode("utf-8", "replace")
-        body = " ".join(body.split())
+        reason = " ".join(self._redact(self._refusal.reason.decode("latin-1")).split())[:REFUSAL_BODY_BYTES]
+        body = bytes(self._refusal_body[:REFUSAL_READ_BYTES]).decode("utf-8", "replace")
+        words = self._redact(body).split()
+        if len(self._refusal_body) >= REFUSAL_READ_BYTES and words:
+            words.pop()  # cut at the read bound: the last word may be the start of a secret, unrecognisable
+        body = " ".join(words)[:REFUSAL_BODY_BYTES]
         detail = f"{status} {reason}".strip() + (f": {body}" if body else "")
         if status in (401, 403):
             raise PermissionDenied(f"the server refused the opening handshake with {detail}")

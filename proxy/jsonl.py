@@ -126,7 +126,12 @@ class StdioEndpoint:
 
     async def _write_stdout(self) -> None:
         while True:
-            data = await self._to_stdout.take()
+            try:
+                data = await self._to_stdout.take()
+            except ProxyError as exc:  # the spool file cannot be read back (issue 9 #1)
+                self._to_stdout.close()
+                self._relay.downstream_failed(Ending(exc.status, exc.message))
+                return
             try:
                 for piece in line_pieces(data, STDOUT_WRITE_BYTES):
                     await self._stdout.send_all(piece)

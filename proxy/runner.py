@@ -5,26 +5,29 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 
 import trio
 
+from . import entry
 from .connect import connect, open_connection
 from .daemon import start_daemon
 from .ending import Ending
-from .errors import LocalIOError, ProxyError
+from .entry import HANDLED_SIGNALS
+from .errors import ExitStatus, ProxyError, descriptor_limit_error
 from .handshake import HandshakeResponse
 from .jsonl import StdioEndpoint
 from .options import ProxyOptions
 from .raw import RawRelay
 from .relay import Relay
 from .session import Session
+from .stdio import StdinStream, StdoutStream, open_stdin, open_stdout
 from .trace import Tap
 
 log = logging.getLogger("codex_appserver")
 
-#: Signals that end a session with a close frame (1001) and exit status 128+N.
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+__all__ = ["HANDLED_SIGNALS", "run_proxy"]
+
+STDOUT_CLOSED = "stdout is not open; give the proxy somewhere to write, e.g. '> replies.jsonl' or '> /dev/null'"
 
 
 async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1) -> Ending:
@@ -32,8 +35,12 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
 
     A first SIGINT, SIGTERM or SIGHUP closes the connection with 1001 and flushes stdout; a second one, or one
     before the connection is established, ends at once. Failures are returned as an :class:`Ending` with the
-    status from :mod:`proxy.errors`, never raised.
+    status from :mod:`proxy.errors`, never raised. The ending is decided (:func:`proxy.entry.decide`) before
+    the signal handlers are given back, so a signal after that does not change it.
     """
+    if stdout_fd in entry.closed_stdio:  # checked before connecting: nothing could reach the client (#16)
+        entry.decide(ExitStatus.IOERR)
+        return Ending(ExitStatus.IOERR, STDOUT_CLOSED)
     relay: Relay | RawRelay | None = None
     ending: Ending | None = None
     with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
@@ -70,12 +77,18 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
                         result = await relay.run()
                 ending = ending or result
             except ProxyError as exc:
-                ending = Ending(exc.status, exc.message)
+                ending = ending or Ending(exc.status, exc.message)
+            except OSError as exc:  # EMFILE/ENFILE from any socket, pipe or file opened on the way (#9)
+                limit = descriptor_limit_error(exc)
+                if limit is None:
+                    raise
+                ending = ending or Ending(limit.status, limit.message)
             finally:
                 if tap is not None:
                     tap.close()
             nursery.cancel_scope.cancel()
-    assert ending is not None
+        assert ending is not None
+        entry.decide(ending.status)  # before the handlers go back: a late signal keeps this status (#12)
     return ending
 
 
@@ -98,24 +111,28 @@ def proxy_relay(
 
 
 class _stdio:  # noqa: N801 - used like a function, as trio's own context managers are
-    """The stdio file descriptors as trio streams (non-blocking while open, restored on close)."""
+    """stdin and stdout as trio streams on private open file descriptions (:mod:`proxy.stdio`), closed on exit.
+
+    :raises TooManyOpenFiles: no descriptor left for them (74).
+    """
 
     def __init__(self, stdin_fd: int, stdout_fd: int) -> None:
-        try:
-            stdin = os.dup(stdin_fd)
-        except OSError:
-            stdin = os.open(os.devnull, os.O_RDONLY)  # a closed stdin reads as EOF, as in cat(1)
-        try:
-            stdout = os.dup(stdout_fd)
-        except OSError as exc:
-            os.close(stdin)
-            raise LocalIOError(f"stdout is not open ({exc.strerror}); give the proxy somewhere to write") from None
-        self._stdin = trio.lowlevel.FdStream(stdin)
-        self._stdout = trio.lowlevel.FdStream(stdout)
+        self._stdin_fd = stdin_fd
+        self._stdout_fd = stdout_fd
+        self._stdin: StdinStream | None = None
+        self._stdout: StdoutStream | None = None
 
-    async def __aenter__(self) -> tuple[trio.lowlevel.FdStream, trio.lowlevel.FdStream]:
+    async def __aenter__(self) -> tuple[StdinStream, StdoutStream]:
+        self._stdin = open_stdin(self._stdin_fd)
+        try:
+            self._stdout = open_stdout(self._stdout_fd)
+        except BaseException:
+            await self._stdin.aclose()
+            raise
         return self._stdin, self._stdout
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stdin.aclose()
-        await self._stdout.aclose()
+        if self._stdin is not None:
+            await self._stdin.aclose()
+        if self._stdout is not None:
+            await self._stdout.aclose()

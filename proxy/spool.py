@@ -6,11 +6,12 @@ unlinked :func:`tempfile.TemporaryFile` disappears with the process however it e
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from typing import BinaryIO
 
-from .errors import LocalIOError
+from .errors import LocalIOError, descriptor_limit_error
 
 
 class Spool:
@@ -18,7 +19,9 @@ class Spool:
 
     :param limit: the most bytes the file may hold, in bytes (``--spool-limit``).
     :param directory: where the file goes; None for the default temporary folder (``$TMPDIR``).
-    :raises LocalIOError: from :meth:`append`, past *limit* or when the disk fails (exit status 74).
+    :raises LocalIOError: from :meth:`append`, past *limit* or when the disk fails, also part way through a
+        write (the bytes of that append do not count; the caller gives up); from :meth:`read` when the file
+        cannot be read back whole (exit status 74).
     """
 
     def __init__(self, limit: int, directory: str | None = None) -> None:
@@ -39,17 +42,30 @@ class Spool:
                 f"stdout is not being read and the spool is full ({self._limit} bytes, --spool-limit); "
                 "read the proxy's stdout faster or raise --spool-limit"
             )
+        start = self._write_at
         try:
             if self._file is None:
                 # Kept open for the spool's life and closed in close(); unlinked from the start.
                 self._file = tempfile.TemporaryFile(prefix="codex-appserver-spool-", dir=self._directory)  # noqa: SIM115
-            os.pwrite(self._file.fileno(), data, self._write_at)
+            view = memoryview(data)
+            while view:  # pwrite(2) may write less than asked (a full disk): go on, or fail on the next call
+                written = os.pwrite(self._file.fileno(), view, self._write_at)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                self._write_at += written
+                view = view[written:]
         except OSError as exc:
-            where = self._directory or tempfile.gettempdir()
+            self._write_at = start
+            limit = descriptor_limit_error(exc)
+            if limit is not None:
+                raise limit from None
+            # Never call gettempdir() here: with no usable temporary folder it raises again (issue 9 #7).
+            where = self._directory or os.environ.get("TMPDIR") or "the temporary folder"
+            reason = exc.strerror or str(exc)
+            self._write_at = start  # a part written counts for nothing: the reader only ever gets whole appends
             raise LocalIOError(
-                f"cannot write the spool file in {where}: {exc.strerror}; free space or set TMPDIR"
+                f"cannot write the spool file in {where}: {reason}; free space or set TMPDIR to a writable folder"
             ) from None
-        self._write_at += len(data)
 
     def read(self, size: int) -> bytes:
         """Take whole lines from the front: about *size* bytes, cut after the last LF in them.
@@ -79,9 +95,12 @@ class Spool:
     def _pread(self, size: int, offset: int) -> bytes:
         assert self._file is not None
         try:
-            return os.pread(self._file.fileno(), size, offset)
+            data = os.pread(self._file.fileno(), size, offset)
         except OSError as exc:
             raise LocalIOError(f"cannot read the spool file: {exc.strerror}") from None
+        if not data:  # shorter than what was written to it: never loop on empty reads (issue 9 #1)
+            raise LocalIOError("cannot read the spool file: it is shorter than what was written to it")
+        return data
 
     def close(self) -> None:
         """Delete the file now."""

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import PermissionDenied, UsageError
 
@@ -25,6 +26,19 @@ MAX_UNIX_PATH_BYTES = 107
 
 SOCKET_RELATIVE_PATH = Path("app-server-control") / "app-server-control.sock"
 DEFAULT_PORTS = {"ws": 80, "wss": 443}
+
+#: RFC 3986 §3.3/§3.4 characters a path or query holds as they are; "%" only starts a valid escape (below).
+URI_SAFE = "!$&'()*+,;=:@/?~-._"
+#: A "%" that does not start a two-digit escape: encoded as %25, as a browser does.
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: RFC 3986 §3.2.2 reg-name characters (an IDN host is IDNA-encoded to these first).
+_REG_NAME = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")
+
+
+def _encode_resource(text: str) -> str:
+    """Percent-encode *text* (a path or query) as RFC 3986 requires: UTF-8, then %XX for every octet outside
+    pchar. Valid escapes are kept as they are."""
+    return quote(_LONE_PERCENT.sub("%25", text), safe=URI_SAFE + "%")
 
 
 def codex_home(env: Mapping[str, str]) -> Path:
@@ -108,10 +122,17 @@ def remote_target(url: str, token_env: str | None, env: Mapping[str, str], cacer
     """Parse ``--remote URL`` and apply the token rules.
 
     :param token_env: the variable holding the bearer token (``--remote-auth-token-env``), or None.
-    :raises UsageError: not a ws/wss URL, credentials in the URL, a missing or empty token variable, a token
+    The path and query are percent-encoded where RFC 3986 requires it (a space, ``é``), so any text the user
+    means goes on the request line (issue 9 #8).
+
+    :raises UsageError: not a ws/wss URL, a control character, port 0, a host that is not a DNS name or IP
+        literal, credentials in the URL, a missing or empty token variable, a token
         with characters outside RFC 6750's b64token (visible ASCII), ``--cacert`` with ``ws://`` (exit status 2).
     :raises PermissionDenied: a token for a non-loopback host over plain ``ws://`` (77): nothing is sent.
     """
+    # urlsplit() silently drops tabs and line breaks; control characters cannot go into a request line at all.
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in url):
+        raise UsageError("--remote holds a control character; remove it (percent-encode it if it belongs there)")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -137,11 +158,32 @@ def remote_target(url: str, token_env: str | None, env: Mapping[str, str], cacer
                 f"the token in {token_env} has a character a bearer token cannot hold (space, control or non-ASCII); "
                 "check how the variable was set"
             )
-    host = parts.hostname
+    if port == 0:
+        raise UsageError("--remote has port 0, which no server listens on; give the app-server's port")
+    host = _checked_host(parts.hostname)
     if token is not None and parts.scheme == "ws" and not is_loopback(host):
         raise PermissionDenied(
             f"refusing to send a bearer token to {host} over plain ws://, where anyone on the path can read it; "
             "use wss:// or an SSH tunnel to a loopback port (ssh -L)"
         )
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    resource = _encode_resource(parts.path or "/") + (f"?{_encode_resource(parts.query)}" if parts.query else "")
     return RemoteTarget(parts.scheme, host, port or DEFAULT_PORTS[parts.scheme], resource, token, cacert)
+
+
+def _checked_host(host: str) -> str:
+    """*host* as it goes on the wire: an IP literal, or a name (IDNA-encoded when not ASCII).
+
+    :raises UsageError: a name with characters no host name can hold (a space, say).
+    """
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        ascii_host = host if host.isascii() else host.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_host = ""
+    if not _REG_NAME.fullmatch(ascii_host):
+        raise UsageError("--remote has a host that is neither a DNS name nor an IP address; check the URL")
+    return ascii_host

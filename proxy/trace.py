@@ -6,21 +6,32 @@ A trace record is one JSON object per line, appended to the file:
   (``"out"`` is stdin -> app-server; text that is not JSON is recorded as a string);
 - an event: ``{"t": ..., "event": "connect"|"handshake"|"close"|"eof", ...}`` with its details.
 
-Tokens and ``Authorization`` headers are never recorded: events carry only what :class:`Tap` is given, and
-the handshake event records the response headers, never the request's.
+Tokens and ``Authorization`` headers are never recorded: events carry only what :class:`Tap` is given, the
+handshake event records the response headers, never the request's, and every record passes through
+:data:`proxy.redact.SECRETS` before it is written, so a token the server echoes (in a 101 header or a message)
+is replaced too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import os
+import stat
 import time
 from typing import BinaryIO
 
-from .errors import LocalIOError
+from .errors import LocalIOError, descriptor_limit_error
+from .redact import SECRETS
 
 log = logging.getLogger("codex_appserver")
+
+_NOT_A_FILE = (
+    "the trace file {path} is a {kind}; --trace writes to a regular file (or a terminal), "
+    "so trace to a file and follow it with 'tail -f'"
+)
 
 
 def describe(message: object) -> str:
@@ -57,15 +68,32 @@ class Tap:
     def open(cls, path: str | None, log_messages: bool) -> Tap:
         """A tap appending to *path* (None: no trace file).
 
-        :raises LocalIOError: the file cannot be opened for appending (exit status 74).
+        The file is opened without blocking (``O_NONBLOCK``): a FIFO nobody reads would block ``open()``
+        forever, signals unanswered (issue 9 #3). Only a regular file or a character device (a terminal,
+        ``/dev/null``) is kept; a FIFO or socket is refused, since a reader that stalls would stall the relay
+        with it. Writes are blocking again once open.
+
+        :raises LocalIOError: the file cannot be opened for appending, or is a FIFO or socket (exit status 74).
         """
         if path is None:
             return cls(None, log_messages)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            trace = open(path, "ab")  # noqa: SIM115 - closed by Tap.close()
+            fd = os.open(path, flags, 0o666)
         except OSError as exc:
+            limit = descriptor_limit_error(exc)
+            if limit is not None:
+                raise limit from None
+            if exc.errno == errno.ENXIO:  # a FIFO with no reader
+                raise LocalIOError(f"{_NOT_A_FILE.format(path=path, kind='FIFO (named pipe)')}") from None
             raise LocalIOError(f"cannot open the trace file {path}: {exc.strerror}; check --trace") from None
-        return cls(trace, log_messages)
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+            os.close(fd)
+            kind = "FIFO (named pipe)" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "special file"
+            raise LocalIOError(_NOT_A_FILE.format(path=path, kind=kind))
+        os.set_blocking(fd, True)  # our own open file description: nobody else sees this flag
+        return cls(os.fdopen(fd, "ab"), log_messages)
 
     def message(self, direction: str, text: str) -> None:
         """Record one message going ``"out"`` (to the app-server) or coming ``"in"``."""
@@ -99,7 +127,8 @@ class Tap:
 
     def _write(self, record: dict[str, object]) -> None:
         assert self._trace is not None
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        text = SECRETS(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        line = text.encode("utf-8", "surrogatepass")
         try:
             self._trace.write(line + b"\n")
         except OSError as exc:

@@ -13,9 +13,12 @@ from typing import TypeVar
 import click
 import trio
 
+from ..clitypes import FiniteFloat
 from ..errors import EXIT_STATUSES, ProxyError, UsageError
+from ..logs import setup_logging
 from ..options import MiB
-from ..target import Target, UnixTarget, remote_target, socket_path
+from ..redact import SECRETS
+from ..target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
 from .auth import Token
 from .devices_cli import devices
 from .options import ServeOptions
@@ -70,11 +73,10 @@ def _tls_context(cert: str, key: str | None) -> ssl.SSLContext:
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    from ..cli import _setup_logging as setup
-
-    setup(verbose, quiet)
-    # The connection lines show at the default verbosity; -q keeps errors only.
+    setup_logging(verbose, quiet)
+    # The connection lines show at the default verbosity; -q keeps errors only. The listening line always shows.
     access.setLevel(logging.ERROR if quiet else logging.INFO)
+    logging.getLogger("codex_appserver.listening").setLevel(logging.INFO)
 
 
 @click.group(epilog=SERVE_EPILOG, invoke_without_command=True)
@@ -169,7 +171,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 )
 @click.option(
     "--ping-interval",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -177,7 +179,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 )
 @click.option(
     "--ping-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=20.0,
     show_default=True,
     metavar="SECONDS",
@@ -185,7 +187,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 )
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=None,
     metavar="SECONDS",
     help="When a client arrives and nothing listens on the socket, keep trying this long before 503.  "
@@ -342,6 +344,8 @@ def _options(
         if remote is not None
         else UnixTarget(socket_path(sock, os.environ, Path.cwd()))
     )
+    if isinstance(target, RemoteTarget) and target.token:
+        SECRETS.add(target.token)  # redacted from every log line from here on
     return target, token, tls
 
 
@@ -358,8 +362,10 @@ def _self_signed() -> tuple[str, str]:
     folder = state_dir(os.environ)
     cert, key, digest, made = ensure(folder)
     what = "made a new" if made else "using the"
-    print(f"codex-appserver: {what} self-signed TLS certificate {cert}", file=sys.stderr, flush=True)
-    print(f"codex-appserver: TLS certificate SHA-256 fingerprint {display_fingerprint(digest)}", file=sys.stderr)
+    # Through the listening line's logger: shown at every verbosity, like that line, which follows.
+    announce = logging.getLogger("codex_appserver.listening")
+    announce.info("%s self-signed TLS certificate %s", what, cert)
+    announce.info("TLS certificate SHA-256 fingerprint %s", display_fingerprint(digest))
     return str(cert), str(key)
 
 

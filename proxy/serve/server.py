@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -41,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("codex_appserver")
 #: One line per connection at open and at close, shown at the default verbosity.
 access = logging.getLogger("codex_appserver.access")
+#: The one line that says the bridge accepts connections, shown whatever the verbosity.
+listening = logging.getLogger("codex_appserver.listening")
 
 RECEIVE_BYTES = 16 * 1024
 #: Connections still in their TLS or HTTP handshake, at most; more are closed at once (header floods).
@@ -334,7 +335,7 @@ async def run_bridge(options: ServeOptions) -> int:
         if hub is not None:
             await hub.open_control()
             hub.announce(bridge.url)
-        print(f"codex-appserver: listening on {bridge.url}", file=sys.stderr, flush=True)
+        listening.info("listening on %s", bridge.url)
         try:
             async with trio.open_nursery() as nursery:
                 if hub is not None:

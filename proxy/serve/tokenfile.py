@@ -9,6 +9,7 @@ import stat
 from collections.abc import Mapping
 
 from ..errors import LocalIOError, UsageError
+from ..redact import SECRETS
 from .auth import MIN_TOKEN_BYTES, Token, TokenTooShort
 
 log = logging.getLogger("codex_appserver")
@@ -18,6 +19,7 @@ NEW_TOKEN_BYTES = 32
 
 
 def _token(secret: bytes, where: str) -> Token:
+    SECRETS.add(secret.decode("utf-8", "replace"))  # redacted from every log line, should anything echo it
     try:
         return Token(secret)
     except TokenTooShort:

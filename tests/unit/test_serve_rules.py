@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import secrets
 
+import click
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.cli import main
 from proxy.serve.auth import MAX_FAILURES, Token
 from proxy.serve.rules import (
     UNAUTHORIZED_BODY,
@@ -220,3 +222,11 @@ def test_plain_and_malformed_requests(request_: HttpRequest, status: int) -> Non
 
 def test_readyz_is_a_probe() -> None:
     assert admit(HttpRequest(b"GET", b"/readyz", ()), gate(), "a", 0.0, 0) == Probe()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+@pytest.mark.parametrize("option", ["--ping-interval", "--ping-timeout", "--wait"])
+def test_serve_refuses_non_finite_seconds(option: str, value: str) -> None:
+    with pytest.raises(click.BadParameter) as caught:
+        main.commands["serve"].make_context("serve", [option, value])
+    assert caught.value.exit_code == 2
