@@ -23,7 +23,7 @@ from .options import MiB, ProxyOptions
 from .outbox import Outbox
 from .session import BadLine
 from .spool import Spool
-from .upstream import NORMAL_CLOSURE
+from .upstream import NORMAL_CLOSURE, Text
 
 if TYPE_CHECKING:
     from .relay import Relay
@@ -86,7 +86,7 @@ class StdioEndpoint:
                 return
             await self._relay.drain(f"stdin EOF after {splitter.line_count} lines", self._options.drain_timeout)
 
-    def _forward(self, items: list[tuple[int, bytes] | LineTooLong]) -> bool:
+    def _forward(self, items: list[tuple[int, bytes | bytearray] | LineTooLong]) -> bool:
         """Send the lines as text messages; False once nothing more may be sent."""
         relay = self._relay
         upstream = relay.upstream
@@ -106,6 +106,8 @@ class StdioEndpoint:
                 if not self._bad_line(text):
                     return False
                 continue
+            if session.notice is not None:
+                log.warning("%s", session.notice)
             relay.forward(text)
         relay.tap.flush()
         return upstream.open
@@ -121,8 +123,9 @@ class StdioEndpoint:
 
     # -- relay -> stdout -------------------------------------------------------------------------------
 
-    def deliver(self, texts: list[str]) -> None:
-        self._to_stdout.put(b"".join([message_line(text) for text in texts]))
+    def deliver(self, texts: list[Text]) -> None:
+        lines = [message_line(text) for text in texts]
+        self._to_stdout.put(lines[0] if len(lines) == 1 else b"".join(lines))  # one line: no copy to join
 
     async def _write_stdout(self) -> None:
         while True:

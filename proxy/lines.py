@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .envelope import read_envelope
+
 
 @dataclass(frozen=True)
 class LineTooLong:
@@ -38,9 +40,9 @@ class LineSplitter:
         """How many lines (including blank ones) have ended so far."""
         return self._number
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes] | LineTooLong]:
+    def feed(self, data: bytes) -> list[tuple[int, bytes | bytearray] | LineTooLong]:
         """Take the next chunk; return the lines it completes, in order."""
-        out: list[tuple[int, bytes] | LineTooLong] = []
+        out: list[tuple[int, bytes | bytearray] | LineTooLong] = []
         pieces = data.split(b"\n")
         last = pieces.pop()
         for piece in pieces:
@@ -48,9 +50,9 @@ class LineSplitter:
         self._hold(last)
         return out
 
-    def end(self) -> list[tuple[int, bytes] | LineTooLong]:
+    def end(self) -> list[tuple[int, bytes | bytearray] | LineTooLong]:
         """Call at EOF: the last line when it had no LF."""
-        out: list[tuple[int, bytes] | LineTooLong] = []
+        out: list[tuple[int, bytes | bytearray] | LineTooLong] = []
         if self._partial or self._discarding:
             self._end_line(b"", out)
         return out
@@ -64,7 +66,7 @@ class LineSplitter:
         else:
             self._partial += piece
 
-    def _end_line(self, piece: bytes, out: list[tuple[int, bytes] | LineTooLong]) -> None:
+    def _end_line(self, piece: bytes, out: list[tuple[int, bytes | bytearray] | LineTooLong]) -> None:
         self._number += 1
         if self._discarding or len(self._partial) + len(piece) > self._max + 1:
             size = self._discarding + len(self._partial) + len(piece)
@@ -72,33 +74,42 @@ class LineSplitter:
             self._partial.clear()
             out.append(LineTooLong(self._number, size))
             return
+        line: bytes | bytearray
         if self._partial:
             self._partial += piece
-            line = bytes(self._partial)
-            self._partial.clear()
+            line, self._partial = self._partial, bytearray()  # hand the buffer over: no copy of a long line
+            if line.endswith(b"\r"):
+                del line[-1]
         else:
-            line = piece
-        if line.endswith(b"\r"):
-            line = line[:-1]
+            line = piece[:-1] if piece.endswith(b"\r") else piece
         if len(line) > self._max:
             out.append(LineTooLong(self._number, len(line)))
         elif line and not line.isspace():
             out.append((self._number, line))
 
 
-def message_line(text: str) -> bytes:
-    """A text message as one JSONL line, LF included, in UTF-8.
+def message_line(text: str | bytes | bytearray) -> bytes | bytearray:
+    """A text message (str, or its UTF-8 bytes) as one JSONL line, LF included, in UTF-8.
 
-    Text with a raw CR or LF (Codex never sends one; another server might) is re-encoded as compact JSON, where
-    those characters are escaped (ASCII-only, so lone surrogates from ``\\ud800`` escapes stay valid UTF-8); text
-    that is not JSON is written as a JSON string, so it still fills exactly one line.
+    Codex never sends a raw CR or LF; another server might. In valid JSON (RFC 8259 §2) they can only be
+    whitespace between tokens, so each becomes a space: the message stays exactly as sent (numbers such as
+    ``1e999``, duplicate keys, huge integers), without a parse. Text with a raw CR or LF that is not JSON is
+    written as a JSON string, so it still fills exactly one line. The text comes from a UTF-8 decode, so it
+    holds no lone surrogate. A bytearray is extended in place and returned (no copy of a large message).
     """
-    if "\n" in text or "\r" in text:
-        try:
-            text = json.dumps(json.loads(text), separators=(",", ":"))
-        except ValueError:
-            text = json.dumps(text)
-    return text.encode("utf-8") + b"\n"
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    if b"\n" in data or b"\r" in data:
+        if read_envelope(data) is not None:
+            data = data.translate(_NEWLINES_TO_SPACES)
+        else:
+            data = json.dumps(data.decode("utf-8")).encode("ascii")
+    if isinstance(data, bytearray):
+        data += b"\n"
+        return data
+    return data + b"\n"
+
+
+_NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
 
 
 def line_pieces(data: bytes | bytearray, size: int) -> Iterator[memoryview]:

@@ -26,7 +26,7 @@ from .errors import ExitStatus, ProxyError
 from .handshake import HandshakeResponse
 from .session import Retry, Session
 from .trace import Tap
-from .upstream import CLEAN_CLOSE_CODES, GOING_AWAY, MESSAGE_TOO_BIG, NORMAL_CLOSURE, Upstream, UpstreamEnd
+from .upstream import CLEAN_CLOSE_CODES, GOING_AWAY, MESSAGE_TOO_BIG, NORMAL_CLOSURE, Text, Upstream, UpstreamEnd
 
 __all__ = [
     "CLEAN_CLOSE_CODES",
@@ -58,7 +58,7 @@ class Downstream(Protocol):
     async def run(self, relay: Relay) -> None:
         """Read the client and write to it until cancelled."""
 
-    def deliver(self, texts: list[str]) -> None:
+    def deliver(self, texts: list[Text]) -> None:
         """Queue whole text messages for the client, in order; never blocks.
 
         :raises ProxyError: the queue cannot take them (the spool is full or its disk failed).
@@ -185,7 +185,7 @@ class Relay:
 
     # -- downstream -> upstream ------------------------------------------------------------------------
 
-    def forward(self, text: str) -> None:
+    def forward(self, text: Text) -> None:
         """Send one message from the client to the app-server (the caller checked :attr:`Upstream.open`)."""
         if self._tap.active:
             self._tap.message("out", text)
@@ -215,12 +215,12 @@ class Relay:
 
     # -- upstream -> downstream (UpstreamListener) -----------------------------------------------------
 
-    def upstream_messages(self, texts: list[str]) -> bool:
+    def upstream_messages(self, texts: list[Text]) -> bool:
         """Pass the app-server's messages to the client, minus overload errors the session retries."""
         try:
             session = self._session
             if texts and (session is not None or self._tap.active):
-                kept: list[str] = []
+                kept: list[Text] = []
                 for text in texts:
                     if self._tap.active:
                         self._tap.message("in", text)

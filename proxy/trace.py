@@ -23,30 +23,36 @@ import stat
 import time
 from typing import BinaryIO
 
+from .envelope import Envelope, read_envelope
 from .errors import LocalIOError, descriptor_limit_error
 from .redact import SECRETS
 
 log = logging.getLogger("codex_appserver")
 
+_NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
 _NOT_A_FILE = (
     "the trace file {path} is a {kind}; --trace writes to a regular file (or a terminal), "
     "so trace to a file and follow it with 'tail -f'"
 )
 
 
-def describe(message: object) -> str:
-    """A payload-free summary of a JSON-RPC message for ``-vv``: kind, method, id, error code."""
-    if not isinstance(message, dict):
+def describe(envelope: Envelope | None) -> str:
+    """A payload-free summary of a JSON-RPC message for ``-vv``: kind, method, id, error code.
+
+    *envelope* is the message's :func:`~proxy.envelope.read_envelope` (None: not JSON).
+    """
+    if envelope is None:
+        return "not JSON"
+    if not envelope.is_object:
         return "not a JSON object"
-    method = message.get("method")
-    has_id = "id" in message
-    if isinstance(method, str):
-        return f"request {method} id={json.dumps(message['id'])}" if has_id else f"notification {method}"
-    if has_id:
-        error = message.get("error")
-        if isinstance(error, dict):
-            return f"error response id={json.dumps(message['id'])} code={error.get('code')}"
-        return f"response id={json.dumps(message['id'])}"
+    if envelope.method is not None:
+        return (
+            f"request {envelope.method} id={envelope.id_json}" if envelope.has_id else f"notification {envelope.method}"
+        )
+    if envelope.has_id:
+        if envelope.error_code is not None:
+            return f"error response id={envelope.id_json} code={envelope.error_code}"
+        return f"response id={envelope.id_json}"
     return "JSON object without method or id"
 
 
@@ -95,17 +101,28 @@ class Tap:
         os.set_blocking(fd, True)  # our own open file description: nobody else sees this flag
         return cls(os.fdopen(fd, "ab"), log_messages)
 
-    def message(self, direction: str, text: str) -> None:
-        """Record one message going ``"out"`` (to the app-server) or coming ``"in"``."""
-        size = len(text.encode("utf-8"))
-        try:
-            message: object = json.loads(text)
-        except ValueError:
-            message = text
+    def message(self, direction: str, text: str | bytes | bytearray) -> None:
+        """Record one message (str, or its UTF-8 bytes) going ``"out"`` (to the app-server) or coming ``"in"``.
+
+        The message is never parsed into objects: JSON goes into the record as it came (a raw CR or LF, which
+        in JSON can only be whitespace, as a space), other text as a JSON string.
+        """
+        data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        envelope = read_envelope(data)
         if self._log_messages:
-            log.debug("%s%s %d bytes: %s", self._label, direction, size, describe(message))
+            log.debug("%s%s %d bytes: %s", self._label, direction, len(data), describe(envelope))
         if self._trace is not None:
-            self._write({"t": time.time(), "dir": direction, "bytes": size, "msg": message})
+            body: bytes | bytearray
+            if envelope is None:
+                body = json.dumps(data.decode("utf-8", "surrogatepass"), ensure_ascii=False).encode(
+                    "utf-8", "surrogatepass"
+                )
+            elif b"\n" in data or b"\r" in data:
+                body = data.translate(_NEWLINES_TO_SPACES)
+            else:
+                body = data
+            head = json.dumps({"t": time.time(), "dir": direction, "bytes": len(data)}, separators=(",", ":"))
+            self._write_parts(head[:-1].encode() + b',"msg":', body, b"}\n")
 
     def event(self, name: str, **details: object) -> None:
         """Record a connection event (never pass a token or a request header here)."""
@@ -126,10 +143,18 @@ class Tap:
             self._trace = None
 
     def _write(self, record: dict[str, object]) -> None:
-        assert self._trace is not None
         text = SECRETS(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
-        line = text.encode("utf-8", "surrogatepass")
+        self._write_parts(text.encode("utf-8", "surrogatepass"), b"\n")
+
+    def _write_parts(self, *parts: bytes | bytearray) -> None:
+        """Write one record in pieces (no copy of a large message to join them); secrets redacted."""
+        assert self._trace is not None
+        if SECRETS:  # only with a token: then a message is decoded to look for it
+            parts = tuple(
+                SECRETS(part.decode("utf-8", "surrogatepass")).encode("utf-8", "surrogatepass") for part in parts
+            )
         try:
-            self._trace.write(line + b"\n")
+            for part in parts:
+                self._trace.write(part)
         except OSError as exc:
             raise LocalIOError(f"cannot write the trace file: {exc.strerror}") from None

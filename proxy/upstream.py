@@ -29,7 +29,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessa
 
 from .errors import ExitStatus, reason_of
 from .handshake import HandshakeResponse
-from .messages import MessageAssembler, TooBig, fragments
+from .messages import MessageAssembler, TooBig, text_fragments, too_big_fragments
 from .options import DEFAULT_MAX_FRAME_BYTES, MiB
 from .outbox import Outbox
 from .trace import Tap
@@ -40,6 +40,12 @@ log = logging.getLogger("codex_appserver")
 RECEIVE_BYTES = 256 * 1024
 #: The client side is not read while this many bytes wait for the socket (backpressure), in bytes.
 SOCKET_HIGH_WATER = 1 * MiB
+#: A pong is queued only while fewer bytes than this wait for the socket; otherwise it waits outside the queue and
+#: a newer ping replaces it (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping), in bytes.
+PONG_HIGH_WATER = 64 * 1024
+
+#: A text message as it travels: the UTF-8 bytes (from the socket or stdin), or a str.
+Text = str | bytes | bytearray
 
 #: RFC 6455 §7.4.1 close codes.
 NORMAL_CLOSURE = 1000
@@ -76,7 +82,7 @@ class UpstreamEnd:
 class UpstreamListener(Protocol):
     """What an :class:`Upstream` reports to (the relay)."""
 
-    def upstream_messages(self, texts: list[str]) -> bool:
+    def upstream_messages(self, texts: list[Text]) -> bool:
         """Whole text messages from the app-server, in order (the list may be empty: one call per read).
 
         :returns: False to stop reading the socket (the relay has decided to end).
@@ -125,6 +131,7 @@ class Upstream:
         self._peer_eof = False
         self._last_receive = trio.current_time()
         self._answer: trio.Event | None = None  # set by the reader when anything arrives after a keepalive ping
+        self._pending_ping: Ping | None = None  # the most recent ping not yet answered (PONG_HIGH_WATER)
         #: Called with the number of unanswered requests when the connection is lost (for the stderr line).
         self.outstanding: Callable[[], int] = lambda: 0
 
@@ -147,14 +154,11 @@ class Upstream:
 
     # -- sending ---------------------------------------------------------------------------------------
 
-    def send_text(self, text: str) -> None:
-        """Queue one text message, as fragments when it is over the frame limit. Never blocks."""
-        pieces = fragments(text, self._frame_limit)
-        if len(pieces) == 1:
-            self._send(TextMessage(data=text))
-            return
-        for index, piece in enumerate(pieces):
-            self._send(TextMessage(data=piece, message_finished=index == len(pieces) - 1))
+    def send_text(self, text: Text) -> None:
+        """Queue one text message (str, or valid UTF-8), as fragments when it is over the frame limit. Never
+        blocks."""
+        for piece, last in text_fragments(text, self._frame_limit):
+            self._send(TextMessage(data=piece, message_finished=last))
 
     def _send(self, event: Event) -> None:
         self._outbox.put(self._ws.send(event))
@@ -193,6 +197,16 @@ class Upstream:
                 )
                 return
             self._outbox.done()
+            self._send_pong()
+
+    def _send_pong(self) -> None:
+        """Answer the pending ping once the socket queue is short enough (a server that pings and never reads
+        gets at most PONG_HIGH_WATER bytes of pongs queued)."""
+        if self._pending_ping is None or len(self._outbox) >= PONG_HIGH_WATER:
+            return
+        ping, self._pending_ping = self._pending_ping, None
+        if self._ws.state is ConnectionState.OPEN:
+            self._send(ping.response())
 
     # -- receiving -------------------------------------------------------------------------------------
 
@@ -216,7 +230,7 @@ class Upstream:
 
     def _handle_events(self) -> bool:
         """Hand pending wsproto events to the listener and answer pings; False once the connection is over."""
-        texts: list[str] = []
+        texts: list[Text] = []
         for event in self._ws.events():
             if isinstance(event, TextMessage):
                 text = self._messages.text(event.data, event.message_finished)
@@ -229,8 +243,8 @@ class Upstream:
             elif isinstance(event, BytesMessage):
                 self._binary(event)
             elif isinstance(event, Ping):
-                if self._ws.state is ConnectionState.OPEN:
-                    self._send(event.response())
+                self._pending_ping = event  # replaces an older one still waiting
+                self._send_pong()
             elif isinstance(event, CloseConnection):
                 # The messages before the close come first: the session counts their responses.
                 self._listener.upstream_messages(texts)
@@ -242,7 +256,8 @@ class Upstream:
         self._listener.upstream_ended(
             UpstreamEnd(
                 ExitStatus.SESSION_FAILED,
-                f"the app-server sent a message of at least {text.size} bytes, over --max-incoming-size "
+                f"the app-server sent a message of at least {text.size} bytes"
+                f"{too_big_fragments(text)}, over --max-incoming-size "
                 f"({self._max_incoming_size} bytes); closed with {MESSAGE_TOO_BIG}",
                 MESSAGE_TOO_BIG,
                 "too-big",

@@ -25,7 +25,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from ..ending import Ending
 from ..errors import ExitStatus
 from ..messages import MessageAssembler, TooBig
-from ..upstream import GOING_AWAY, MESSAGE_TOO_BIG
+from ..upstream import GOING_AWAY, MESSAGE_TOO_BIG, Text
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -189,7 +189,7 @@ class WebSocketEndpoint:
 
     # -- relay -> client -------------------------------------------------------------------------------
 
-    def deliver(self, texts: list[str]) -> None:
+    def deliver(self, texts: list[Text]) -> None:
         """Queue *texts* as frames for the client; past ``queue_bytes``, close it as a slow consumer.
 
         The bound applies to what accumulates: a batch that does not fit is refused only when something already
@@ -198,7 +198,10 @@ class WebSocketEndpoint:
         if self._ws.state is not ConnectionState.OPEN or not self._forwarding:
             return
         send = self._ws.send
-        data = b"".join([send(TextMessage(data=text)) for text in texts])
+        # wsproto sends bytes as a binary frame: a text message goes to it as str.
+        data = b"".join(
+            [send(TextMessage(data=text if isinstance(text, str) else text.decode("utf-8"))) for text in texts]
+        )
         waiting = self._queued + self._in_flight
         if waiting and waiting + len(data) > self._limit:  # one message larger than the bound still goes out alone
             self._slow_consumer(waiting + len(data))

@@ -383,7 +383,7 @@ async def test_line_separators_stay_raw_on_one_line(tmp_path: Path) -> None:
     assert result.stdout.count(b"\n") == 2
 
 
-async def test_message_with_raw_newlines_becomes_one_compact_line(tmp_path: Path) -> None:
+async def test_message_with_raw_newlines_becomes_one_line_newlines_as_spaces(tmp_path: Path) -> None:
     async def handler(conn: ScriptedConnection) -> None:
         await conn.accept()
         assert await conn.receive_text() == '{"method":"go","id":1}'
@@ -393,7 +393,8 @@ async def test_message_with_raw_newlines_becomes_one_compact_line(tmp_path: Path
 
     result, _ = await run_scripted(tmp_path, handler, stdin=b'{"method":"go","id":1}\n')
     assert result.status == 0, result.stderr_text
-    assert result.stdout == b'{"method":"n","params":{"a":[1,2],"s":"x\\ny"}}\n{"id":1,"result":{}}\n'
+    # issue 9 #14: each raw CR or LF (JSON whitespace) becomes a space; nothing else changes.
+    assert result.stdout == b'{   "method": "n",    "params": {"a": [1, 2], "s": "x\\ny"} }\n{"id":1,"result":{}}\n'
 
 
 async def test_binary_message_goes_to_stderr_not_stdout(tmp_path: Path) -> None:

@@ -135,7 +135,8 @@ INTERACTIVE_LINES = [
     compact({"method": "test/note", "params": {"text": "line\u2028separator\u2029paragraph"}}),
     compact({"method": "test/note", "params": {"text": "emoji 😀👍🏽🏳️‍🌈 and é, €"}}),
     rb'{"method":"test/note","params":{"text":"say \"hi\", a \\ backslash, a \/ slash, a tab \t"}}',
-    rb'{"method":"test/note","params":{"text":"escaped \u2028 \ud83d\ude00 and a lone \ud800"}}',
+    # A lone surrogate escape (\ud800) is refused since issue 9 #13: Codex's parser drops it.
+    rb'{"method":"test/note","params":{"text":"escaped \u2028 and \ud83d\ude00, a pair"}}',
     b'{ "method" : "test/note" , "params" : [ 1 , 2.50 , 1e3 , -0 , null ] }',
     b'"a bare JSON string"',
     b"42",

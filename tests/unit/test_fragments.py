@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
-from proxy.messages import fragments, utf8_fragments
+from proxy.messages import FRAGMENT_BYTES, fragments, text_fragments, utf8_fragments
 
 texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
 
@@ -39,3 +39,31 @@ def test_small_messages_are_one_frame_and_large_ones_cut() -> None:
     assert fragments("", 3) == [""]
     assert fragments("abcd", 3) == ["abc", "d"]
     assert fragments("€€", 4) == ["€", "€"]  # 3 bytes each: never cut inside a character
+
+
+@given(text=texts, limit=st.integers(min_value=1, max_value=8))
+def test_a_limit_smaller_than_a_character_still_makes_progress(text: str, limit: int) -> None:
+    # issue 9 #2: a 101 advertising 1..3 bytes used to loop forever on "é". A character longer than the limit is
+    # its own fragment (at most 4 bytes); every other fragment fits.
+    pieces = utf8_fragments(text, limit)
+    assert "".join(pieces) == text
+    for piece in pieces:
+        size = len(piece.encode())
+        assert 0 < size <= limit or len(piece) == 1
+
+
+def test_tiny_limits_cut_between_characters() -> None:
+    assert fragments("é", 1) == ["é"]
+    assert fragments("aé😀b", 1) == ["a", "é", "😀", "b"]
+    assert fragments("aé😀b", 3) == ["aé", "😀", "b"]
+    assert fragments("aaé", 3) == ["aa", "é"]
+
+
+def test_bytes_over_the_limit_go_in_pieces_of_at_most_a_mebibyte() -> None:
+    line = ("é" * (1024 * 1024) + "x").encode()  # 2 MiB + 1 byte
+    pieces = list(text_fragments(line, 16 * 1024 * 1024))
+    assert pieces == [(line.decode(), True)]  # under the frame limit: one frame
+    pieces = list(text_fragments(line, 1024 * 1024 + 7))
+    assert "".join(piece for piece, _ in pieces) == line.decode()
+    assert [last for _, last in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert all(len(piece.encode()) <= FRAGMENT_BYTES for piece, _ in pieces)

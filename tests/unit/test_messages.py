@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, Ping, TextMessage
 
-from proxy.messages import Binary, MessageAssembler, TooBig, utf8_fragments
+from proxy.messages import FRAGMENT_OVERHEAD, Binary, MessageAssembler, TooBig, utf8_fragments
 
 messages = st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=60), min_size=1, max_size=8)
 
@@ -23,7 +23,8 @@ def receive(wire: bytes, cuts: list[int], max_size: int = 1 << 20) -> list[str |
         for event in client.events():
             result: str | TooBig | Binary | None = None
             if isinstance(event, TextMessage):
-                result = assembler.text(event.data, event.message_finished)
+                text = assembler.text(event.data, event.message_finished)
+                result = text.decode() if isinstance(text, (bytes, bytearray)) else text
             elif isinstance(event, BytesMessage):
                 result = assembler.binary(event.data, event.message_finished)
             if result is not None:
@@ -57,14 +58,16 @@ def test_too_big_is_reported_once_and_the_rest_dropped() -> None:
     wire = b"".join(server.send(TextMessage(data="x" * 10, message_finished=False)) for _ in range(5))
     wire += server.send(TextMessage(data="end", message_finished=True))
     wire += server.send(TextMessage(data="next"))
-    assert receive(wire, [], max_size=25) == [TooBig(30), "next"]
+    # Small fragments count at least FRAGMENT_OVERHEAD bytes each: here the fourth passes the limit.
+    limit = 3 * FRAGMENT_OVERHEAD + 25
+    assert receive(wire, [], max_size=limit) == [TooBig(4 * FRAGMENT_OVERHEAD, 4), "next"]
 
 
 def test_single_frame_over_the_limit_counts_utf8_bytes() -> None:
     assembler = MessageAssembler(max_size=10)
-    assert assembler.text("ééééé", True) == "ééééé"  # 10 bytes: at the limit
+    assert assembler.text("ééééé", True) == "ééééé".encode()  # 10 bytes: at the limit
     assert assembler.text("éééééé", True) == TooBig(12)
-    assert assembler.text("ok", True) == "ok"  # a whole message: nothing left to drop
+    assert assembler.text("ok", True) == b"ok"  # a whole message: nothing left to drop
 
 
 def test_binary_messages_give_their_size_only() -> None:
@@ -76,9 +79,27 @@ def test_binary_messages_give_their_size_only() -> None:
 
 
 def test_partial_flag() -> None:
-    assembler = MessageAssembler(100)
+    assembler = MessageAssembler(1000)  # room for a few fragments and their overhead
     assert not assembler.partial
     assembler.text("ab", False)
     assert assembler.partial
     assembler.text("c", True)
     assert not assembler.partial
+
+
+def test_empty_fragments_count_against_the_limit() -> None:
+    # issue 9 #20: 2.5 million empty continuation frames used to add memory and never trip the limit.
+    assembler = MessageAssembler(256 * 1024 * 1024)  # the --max-incoming-size default
+    results = [assembler.text("", False) for _ in range(2_500_000)]
+    too_big = [r for r in results if r is not None]
+    assert len(too_big) == 1 and isinstance(too_big[0], TooBig)
+    assert too_big[0].size > 256 * 1024 * 1024 and too_big[0].fragments > 2_000_000
+    assert assembler.text("", True) is None  # the rest of that message is dropped
+    assert assembler.text("next", True) == b"next"
+
+
+def test_a_message_in_two_byte_fragments_passes_whole_under_the_default_limit() -> None:
+    assembler = MessageAssembler(256 * 1024 * 1024)
+    pieces = ["é"] * (512 * 1024)  # 1 MiB of UTF-8 in 2-byte fragments
+    assert all(assembler.text(piece, False) is None for piece in pieces)
+    assert assembler.text("", True) == "é".encode() * (512 * 1024)

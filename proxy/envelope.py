@@ -1,0 +1,317 @@
+"""Sans-I/O JSON checks that never build the document: validate a message and read its JSON-RPC envelope.
+
+The proxy needs only a message's top-level ``id``, ``method`` and ``error.code``. Parsing whole messages into
+Python objects costs many times their size (a 64 MiB ``[[],[],...]`` is 1.7 GiB as lists) and recurses once per
+level of nesting. msgspec (a C parser) validates the whole text and keeps only those three members, as raw JSON
+slices of the input; everything else is skipped without being built.
+
+Two entry points:
+
+- :func:`check_line` for stdin: exactly as strict as Codex's parser (serde_json, measured on Codex 0.169.0):
+  RFC 8259 only (no ``NaN``/``Infinity``), no lone surrogate escapes, at most :data:`MAX_DEPTH` levels of
+  arrays and objects. Codex drops anything else without a reply.
+- :func:`read_envelope` for the server's messages: is it JSON, and what is its envelope. Lenient where the server
+  is (any depth, lone surrogates), because the proxy only reports on it.
+
+Neither raises on any input, however deep (:class:`RecursionError` is caught and answered).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+#: The deepest nesting of arrays and objects Codex 0.169.0 answers (128 levels are dropped, "recursion limit").
+MAX_DEPTH: Final = 127
+
+
+class _Top(msgspec.Struct):
+    id: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    method: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    error: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Error(msgspec.Struct):
+    code: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_TOP = msgspec.json.Decoder(_Top)
+_ERROR = msgspec.json.Decoder(_Error)
+_ANY = msgspec.json.Decoder(msgspec.Raw)  # validates, builds nothing
+_SCALAR = msgspec.json.Decoder()
+
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_QUOTES_OR_BRACKETS = bytes(set(range(256)) - set(b'"[]{}'))
+#: A string once only quotes and brackets are left (escaped quotes removed before).
+_QUOTED = re.compile(rb'"[^"]*"')
+#: An escape of a UTF-16 surrogate, preceded by an even number of backslashes (so it is an escape).
+_SURROGATE = re.compile(rb"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The JSON-RPC envelope of a JSON text (all None / False for a value that is not an object).
+
+    :ivar is_object: the top-level value is an object.
+    :ivar has_id: it has an ``id`` member (of any value, ``null`` included).
+    :ivar id: the ``id`` when it is a string or number (a number too large for msgspec is kept as its JSON
+        text in a :class:`RawNumber`), else None.
+    :ivar id_json: the ``id`` member's JSON text, when it has one (for ``-vv``).
+    :ivar has_method: it has a ``method`` member (of any value).
+    :ivar method: the ``method`` when it is a string.
+    :ivar error_code: ``error.code`` when ``error`` is an object holding a ``code`` string or number.
+    """
+
+    is_object: bool = False
+    has_id: bool = False
+    id: object = None
+    id_json: str | None = None
+    has_method: bool = False
+    method: str | None = None
+    error_code: object = None
+
+
+@dataclass(frozen=True)
+class RawNumber:
+    """A JSON number outside what msgspec decodes (e.g. 30 digits), kept as its text so ids still compare."""
+
+    text: str
+
+
+NOT_AN_OBJECT = Envelope()
+
+
+def _scalar(raw: msgspec.Raw | msgspec.UnsetType) -> object:
+    """A string or number member decoded; None for anything else (objects and arrays are never built)."""
+    if isinstance(raw, msgspec.UnsetType) or bytes(memoryview(raw)[:1]) not in _SCALAR_STARTS:
+        return None
+    try:
+        return _SCALAR.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):  # an integer too large for msgspec
+        return RawNumber(bytes(raw).decode("ascii", "replace"))
+
+
+_SCALAR_STARTS = frozenset(bytes([byte]) for byte in b'"-0123456789')
+
+
+def _envelope(top: _Top) -> Envelope:
+    code: object = None
+    if not isinstance(top.error, msgspec.UnsetType) and bytes(memoryview(top.error)[:1]) == b"{":
+        try:
+            error = _ERROR.decode(top.error)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # a deep error object
+            error = _Error()
+        code = _scalar(error.code)
+    method = _scalar(top.method)
+    id_json = None
+    if not isinstance(top.id, msgspec.UnsetType):
+        id_json = bytes(memoryview(top.id)[:64]).decode("utf-8", "replace")  # for messages; bounded
+    return Envelope(
+        is_object=True,
+        has_id=id_json is not None,
+        id=_scalar(top.id),
+        id_json=id_json,
+        has_method=not isinstance(top.method, msgspec.UnsetType),
+        method=method if isinstance(method, str) else None,
+        error_code=code,
+    )
+
+
+def depth_over(data: bytes | bytearray, limit: int = MAX_DEPTH) -> bool:
+    """True when the valid JSON text *data* nests arrays and objects more than *limit* levels deep.
+
+    Without a parse and without recursion: only quotes and brackets are kept, strings taken out, and innermost
+    ``[]`` pairs removed level by level, so the work is at most *limit* passes of C code over the brackets, and
+    the copies are no larger than the brackets and quotes of the text.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    if b"\\" in data:  # only inside strings: drop escaped backslashes, then escaped quotes, so quotes pair up
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Keep quotes and brackets only (smaller than the text), then drop what was inside strings.
+    brackets = _QUOTED.sub(b"", data.translate(_BRACKETS, _NOT_QUOTES_OR_BRACKETS))
+    if b"[" * (limit + 1) in brackets:
+        return True
+    for _ in range(limit):
+        shorter = brackets.replace(b"[]", b"")
+        if not shorter:
+            return False
+        if len(shorter) == len(brackets):  # cannot happen for valid JSON; do not loop on it
+            return False
+        brackets = shorter
+    return True
+
+
+def check_line(data: bytes | bytearray) -> Envelope | str:
+    """Check one stdin line as Codex's parser would; return its envelope, or why Codex would drop it.
+
+    The reason completes "line N is ...", e.g. ``not valid JSON (invalid character at column 13)``.
+    *data* is the line without the LF, already known to be UTF-8 (msgspec does not check UTF-8 inside the
+    strings it skips): see :func:`utf8_error`.
+    """
+    try:
+        top = _TOP.decode(data)
+        envelope = _envelope(top)
+    except msgspec.ValidationError:  # valid JSON, but not an object
+        envelope = NOT_AN_OBJECT
+        try:
+            _ANY.decode(data)
+        except msgspec.DecodeError as exc:
+            return _why(data, exc)
+        except RecursionError:
+            return f"nested more than {MAX_DEPTH} levels deep (Codex's limit)"
+    except msgspec.DecodeError as exc:
+        return _why(data, exc)
+    except RecursionError:
+        return f"nested more than {MAX_DEPTH} levels deep (Codex's limit)"
+    if depth_over(data):
+        return f"nested more than {MAX_DEPTH} levels deep (Codex's limit)"
+    return envelope
+
+
+def utf8_error(data: bytes | bytearray) -> str | None:
+    """Why *data* is not UTF-8 (completing "line N is ..."), or None when it is.
+
+    Decoded 1 MiB at a time and thrown away: a whole decode of a large line would cost up to 4 bytes per
+    character as a str.
+    """
+    if data.isascii():
+        return None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    step = 1 << 20
+    for start in range(0, len(data), step):
+        try:
+            decoder.decode(view[start : start + step], final=start + step >= len(data))
+        except UnicodeDecodeError as exc:
+            return f"not valid UTF-8 (byte {start + exc.start + 1})"
+    return None
+
+
+def _why(data: bytes | bytearray, exc: msgspec.DecodeError) -> str:
+    message = str(exc)
+    if "surrogate" in message or (message == "Input data was truncated" and _lone_surrogate(data)):
+        return "not valid JSON (a lone UTF-16 surrogate escape such as \\ud800)"
+    message = message.removeprefix("JSON is malformed: ")
+    # msgspec counts bytes from 0; say "column", from 1, as the rest of the stdin messages do.
+    message = re.sub(r" \(byte (\d+)\)$", lambda m: f" at column {int(m.group(1)) + 1}", message)
+    if message == "Input data was truncated":
+        message = "it ends too early"
+    return f"not valid JSON ({message})"
+
+
+def _lone_surrogate(data: bytes | bytearray) -> bool:
+    """True when *data* holds a surrogate escape that is not half of a high-low pair (checked only on errors)."""
+    for match in _SURROGATE.finditer(data):
+        escape = match.group()[-6:]
+        if escape[2:3] in b"dD" and escape[3:4] in b"89abAB":  # high: a low one must follow
+            follow = data[match.end() : match.end() + 6]
+            if not (follow[:3] in (b"\\ud", b"\\uD") and follow[3:4] in b"cdefCDEF"):
+                return True
+        elif data[match.start() - 6 : match.start() - 4] != b"\\u":
+            return True
+    return False
+
+
+def read_envelope(text: str | bytes | bytearray) -> Envelope | None:
+    """The envelope of a message from the server, or None when it is not JSON.
+
+    Validates the whole text (RFC 8259) without building it. Any depth is accepted: past the C parser's
+    recursion limit, :func:`_deep_envelope` reads the top level with a scanner that keeps one byte per level.
+    """
+    try:
+        return _envelope(_TOP.decode(text))
+    except msgspec.ValidationError:
+        try:
+            _ANY.decode(text)
+        except msgspec.DecodeError:
+            return None
+        except RecursionError:
+            return _deep_envelope(text)
+        return NOT_AN_OBJECT
+    except msgspec.DecodeError:
+        return None
+    except RecursionError:
+        return _deep_envelope(text)
+
+
+# -- deeper than msgspec goes: a token scanner with an explicit stack ---------------------------------------------
+
+_TOKEN = re.compile(
+    r'[ \t\n\r]*(?:(?P<s>"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*")'
+    r"|(?P<n>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
+    r"|(?P<l>true|false|null)|(?P<p>[\[\]{}:,]))"
+)
+_MEMBERS = ("id", "method", "error")
+
+
+def _deep_envelope(text: str | bytes | bytearray) -> Envelope | None:
+    """:func:`read_envelope` for text nested deeper than msgspec recurses: validate it and read its top level.
+
+    One Python step per token and one byte of stack per level: slow for huge deep messages, never recursive.
+    """
+    if not isinstance(text, str):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    stack = bytearray()  # "[" or "{" per open level
+    expect = "value"  # value | key | colon | comma | end
+    opened = False  # the previous token opened an array or object (so "]" / "}" may close it empty)
+    key: object = None
+    members: dict[str, bytes] = {}  # top-level id/method/error: their JSON text
+    member: tuple[str, int] | None = None  # the top-level member being read when it is an array or object
+    pos = 0
+    while (match := _TOKEN.match(text, pos)) is not None:
+        pos = match.end()
+        kind = match.lastgroup or "p"
+        token = match.group(kind)
+        just_opened, opened = opened, False
+        if expect == "end":
+            return None
+        if kind == "p" and token in "]}":
+            closes = ord("[" if token == "]" else "{")
+            if stack[-1:] != bytes([closes]) or not (expect == "comma" or (just_opened and expect != "colon")):
+                return None
+            del stack[-1]
+            expect = "comma" if stack else "end"
+            if member is not None and len(stack) == 1:
+                members[member[0]] = text[member[1] : pos].encode()
+                member = None
+        elif expect == "key":
+            if kind != "s":
+                return None
+            if len(stack) == 1:
+                key = _SCALAR.decode(token.encode())
+            expect = "colon"
+        elif expect == "colon":
+            if token != ":":
+                return None
+            expect = "value"
+        elif expect == "comma":
+            if token != ",":
+                return None
+            expect = "key" if stack[-1] == ord("{") else "value"
+        else:  # a value
+            top_member = len(stack) == 1 and stack[0] == ord("{") and key in _MEMBERS
+            if kind in ("s", "n", "l"):
+                if top_member:
+                    members[str(key)] = token.encode()
+                expect = "comma" if stack else "end"
+            elif token in "[{":
+                if top_member:
+                    member = (str(key), match.start(kind))
+                stack.append(ord(token))
+                expect = "key" if token == "{" else "value"
+                opened = True
+            else:
+                return None
+    if text[pos:].strip(" \t\n\r") or expect != "end":
+        return None
+    if not text.lstrip(" \t\n\r").startswith("{"):
+        return NOT_AN_OBJECT
+    return _envelope(_Top(**{name: msgspec.Raw(value) for name, value in members.items()}))
