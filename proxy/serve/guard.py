@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from ..relay import Relay
+from ..upstream import Text
 from .roles import Drop, Identity, Refuse, Role, check
 
 #: Refusals go to the connection log, shown at the default verbosity: what a device was refused is auditable.
@@ -21,7 +22,7 @@ class GuardedRelay(Relay):
         self.role = role
         self._label = label
 
-    def forward(self, text: str) -> None:
+    def forward(self, text: Text) -> None:
         verdict = check(self.role, text)
         if isinstance(verdict, Refuse):
             access.info("%s: refused %s (role %s)", self._label, verdict.method, self.role.value)

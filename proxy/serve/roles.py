@@ -97,8 +97,8 @@ def _refuse(request_id: object, method: str, role: Role, detail: str = "") -> Re
     return Refuse(json.dumps(error, separators=(",", ":")), method)
 
 
-def check(role: Role, text: str) -> Verdict:
-    """What to do with *text*, one message from a client with *role*."""
+def check(role: Role, text: str | bytes | bytearray) -> Verdict:
+    """What to do with *text*, one message (str, or its UTF-8 bytes) from a client with *role*."""
     if role is Role.FULL:
         return Forward()
     try:

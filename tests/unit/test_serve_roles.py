@@ -186,3 +186,9 @@ def test_an_observer_message_is_forwarded_only_when_the_table_allows_it(
         assert isinstance(verdict, Drop)
         allowlisted_request = isinstance(method, str) and has_id and method in OBSERVER_ALLOWLIST
         assert not (allowlisted_request and not isinstance(params, dict))
+
+
+def test_a_message_as_utf8_bytes_gets_the_same_verdict() -> None:
+    for text in (request("thread/read", {"threadId": "t"}), request("turn/start"), '{"id": 0, "result": {}}'):
+        assert check(OBSERVER, text.encode()) == check(OBSERVER, text)
+        assert check(OBSERVER, bytearray(text.encode())) == check(OBSERVER, text)
