@@ -15,6 +15,7 @@ from .clitypes import FiniteFloat
 from .errors import EXIT_STATUSES, ProxyError, descriptor_limit_error
 from .logs import setup_logging
 from .options import MiB, ProxyOptions
+from .reconnect_cli import check_reconnect, reconnect_options
 from .redact import SECRETS
 from .relay import Ending
 from .runner import run_proxy
@@ -198,6 +199,7 @@ def main() -> None:
     help="Append a JSON record per message and connection event to FILE (never tokens).",
 )
 @click.option("--strict", is_flag=True, help="Stop at the first stdin line that is not valid UTF-8 JSON.")
+@reconnect_options
 @click.option("-v", "--verbose", count=True, help="Say more on stderr: -v connection events, -vv each message.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 def proxy(
@@ -221,6 +223,9 @@ def proxy(
     until: tuple[str, ...],
     trace: str | None,
     strict: bool,
+    reconnect: bool,
+    reconnect_timeout: float,
+    notify_reconnect: bool,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -231,6 +236,9 @@ def proxy(
     """
     setup_logging(verbose, quiet)
     _check_combinations(sock, remote, remote_auth_token_env, cacert, raw, start)
+    check_reconnect(reconnect, notify_reconnect)
+    if reconnect and raw:
+        raise click.UsageError("--reconnect cannot be combined with --raw (raw mode does not read the messages)")
     try:
         target: Target = (
             remote_target(remote, remote_auth_token_env, os.environ, cacert)
@@ -260,6 +268,9 @@ def proxy(
         start=start,
         codex_bin=codex_bin,
         trace=trace,
+        reconnect=reconnect,
+        reconnect_timeout=reconnect_timeout,
+        notify_reconnect=notify_reconnect,
     )
     try:
         ending = trio.run(run_proxy, options)

@@ -34,3 +34,7 @@ class ProxyOptions:
     codex_bin: str = "codex"
     trace: str | None = None
     raw: bool = False
+    #: --reconnect: survive a lost upstream connection (:mod:`proxy.continuity`, :mod:`proxy.reconnect`).
+    reconnect: bool = False
+    reconnect_timeout: float = 60.0
+    notify_reconnect: bool = False

@@ -24,9 +24,19 @@ import trio
 from .ending import Ending, stdout_failure
 from .errors import ExitStatus, ProxyError
 from .handshake import HandshakeResponse
+from .reconnect import Reconnect, ReconnectingUpstream
 from .session import Retry, Session
 from .trace import Tap
-from .upstream import CLEAN_CLOSE_CODES, GOING_AWAY, MESSAGE_TOO_BIG, NORMAL_CLOSURE, Text, Upstream, UpstreamEnd
+from .upstream import (
+    CLEAN_CLOSE_CODES,
+    GOING_AWAY,
+    MESSAGE_TOO_BIG,
+    NORMAL_CLOSURE,
+    Text,
+    Upstream,
+    UpstreamEnd,
+    UpstreamListener,
+)
 
 __all__ = [
     "CLEAN_CLOSE_CODES",
@@ -87,9 +97,10 @@ class Relay:
     :param close_timeout: seconds the closing handshake may take.
     :param announce: called once with the ending as soon as it is decided (the closing may take a while).
 
-    A reconnect layer (issue 11) sits between the relay and :class:`~proxy.upstream.Upstream`: it sees every
-    :class:`~proxy.upstream.UpstreamEnd` in :meth:`upstream_ended` first, and may replace the upstream instead of
-    ending the session, while the downstream goes on.
+    :param reconnect: ``--reconnect``: the upstream side is a :class:`~proxy.reconnect.ReconnectingUpstream`,
+        which sees every :class:`~proxy.upstream.UpstreamEnd` first and reconnects and replays the session
+        instead of ending it, while the downstream goes on; :meth:`upstream_ended` then only hears of an end
+        it could not (or should not) get over.
     """
 
     def __init__(
@@ -106,22 +117,40 @@ class Relay:
         session: Session | None = None,
         tap: Tap | None = None,
         announce: Callable[[Ending], None] | None = None,
+        reconnect: Reconnect | None = None,
     ) -> None:
         self._downstream = downstream
         self._announce = announce
         self._tap = tap or Tap()
         self._session = session
         self._close_timeout = close_timeout
-        self.upstream = Upstream(
-            self,
-            stream,
-            response,
-            where,
-            max_incoming_size=max_incoming_size,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            tap=self._tap,
-        )
+
+        def make_upstream(listener: UpstreamListener, stream: trio.abc.Stream, response: HandshakeResponse) -> Upstream:
+            return Upstream(
+                listener,
+                stream,
+                response,
+                where,
+                max_incoming_size=max_incoming_size,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                tap=self._tap,
+            )
+
+        self.upstream: Upstream | ReconnectingUpstream
+        if reconnect is None:
+            self.upstream = make_upstream(self, stream, response)
+        else:
+            self.upstream = ReconnectingUpstream(
+                self,
+                stream,
+                response,
+                where,
+                make_upstream=make_upstream,
+                reconnect=reconnect,
+                tap=self._tap,
+                ending_decided=lambda: self.ending_decided,
+            )
         if session is not None:
             self.upstream.outstanding = lambda: session.outstanding
         self._ending: Ending | None = None
@@ -187,7 +216,7 @@ class Relay:
 
     def forward(self, text: Text) -> None:
         """Send one message from the client to the app-server (the caller checked :attr:`Upstream.open`)."""
-        if self._tap.active:
+        if self._tap.active and isinstance(self.upstream, Upstream):  # a reconnecting one traces what it sends
             self._tap.message("out", text)
         self.upstream.send_text(text)
 

@@ -18,6 +18,7 @@ from .handshake import HandshakeResponse
 from .jsonl import StdioEndpoint
 from .options import ProxyOptions
 from .raw import RawRelay
+from .reconnect import Reconnect
 from .relay import Relay
 from .session import Session
 from .stdio import StdinStream, StdoutStream, open_stdin, open_stdout
@@ -107,7 +108,20 @@ def proxy_relay(
         close_timeout=options.close_timeout,
         session=Session(overload_retries=options.overload_retries, until=options.until),
         tap=tap,
+        reconnect=reconnect_options(options),
     )
+
+
+def reconnect_options(options: ProxyOptions) -> Reconnect | None:
+    """What ``--reconnect`` needs: connect to the same target again (no ``--wait``, no ``--start``: each attempt
+    is one try, the reconnect loop paces them), or None without ``--reconnect``."""
+    if not options.reconnect:
+        return None
+
+    async def connect_again() -> tuple[trio.abc.Stream, HandshakeResponse]:
+        return await open_connection(options.target, options.connect_timeout)
+
+    return Reconnect(connect_again, options.reconnect_timeout, options.notify_reconnect)
 
 
 class _stdio:  # noqa: N801 - used like a function, as trio's own context managers are

@@ -17,6 +17,7 @@ from ..clitypes import FiniteFloat
 from ..errors import EXIT_STATUSES, ProxyError, UsageError
 from ..logs import setup_logging
 from ..options import MiB
+from ..reconnect_cli import check_reconnect, reconnect_options
 from ..redact import SECRETS
 from ..target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
 from .auth import Token
@@ -206,6 +207,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     metavar="PATH",
     help="The codex executable --start runs.",
 )
+@reconnect_options
 @click.option(
     "-v", "--verbose", count=True, help="Say more on stderr: -v connection events, -vv each message (method, size)."
 )
@@ -232,6 +234,9 @@ def serve(
     wait: float | None,
     start: bool,
     codex_bin: str,
+    reconnect: bool,
+    reconnect_timeout: float,
+    notify_reconnect: bool,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -250,6 +255,7 @@ def serve(
     if new_token is not None:
         _run_or_exit(lambda: write_new_token(new_token))
         sys.exit(0)
+    check_reconnect(reconnect, notify_reconnect)
     if token_file is not None and token_env is not None:
         raise click.UsageError("--token-file and --token-env cannot be combined")
     if tls_key is not None and tls_cert is None:
@@ -304,6 +310,9 @@ def serve(
         codex_bin=codex_bin,
         state_dir=folder,
         fingerprint=file_fingerprint(tls_cert) if tls_cert is not None else None,
+        reconnect=reconnect,
+        reconnect_timeout=reconnect_timeout,
+        notify_reconnect=notify_reconnect,
     )
     try:
         status = trio.run(run_bridge, options)

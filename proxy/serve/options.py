@@ -42,3 +42,7 @@ class ServeOptions:
     state_dir: Path | None = None
     #: SHA-256 (hex) of the TLS certificate, announced for pinning.
     fingerprint: str | None = None
+    #: --reconnect: each client's upstream connection survives a restart of the app-server (proxy.reconnect).
+    reconnect: bool = False
+    reconnect_timeout: float = 60.0
+    notify_reconnect: bool = False

@@ -24,6 +24,7 @@ from ..daemon import start_daemon
 from ..ending import Ending
 from ..errors import ExitStatus, ProxyError, ServerUnavailable
 from ..handshake import HandshakeResponse
+from ..reconnect import Reconnect
 from ..relay import Relay
 from ..trace import Tap
 from ..upstream import GOING_AWAY
@@ -210,6 +211,17 @@ class Bridge:
         await trio.aclose_forcefully(probe)
         return Respond(200, b"ready\n")
 
+    def _reconnect(self, peer: str) -> Reconnect | None:
+        """With ``--reconnect``: how this client's relay connects again (the same target, one try per attempt)."""
+        options = self._options
+        if not options.reconnect:
+            return None
+
+        async def connect_again() -> tuple[trio.abc.Stream, HandshakeResponse]:
+            return await open_connection(options.target, options.connect_timeout)
+
+        return Reconnect(connect_again, options.reconnect_timeout, options.notify_reconnect, f"{peer}: ")
+
     async def _start_daemon(self) -> None:
         # Clients arriving together start the daemon once; a later outage may start it again.
         async with self._start_lock:
@@ -295,6 +307,7 @@ class Bridge:
             ping_timeout=options.ping_timeout,
             close_timeout=options.close_timeout,
             tap=Tap(None, log.isEnabledFor(logging.DEBUG), f"{peer}: "),
+            reconnect=self._reconnect(peer),
             announce=lambda ending: log.warning("%s: %s", peer, ending.message) if ending.message else None,
         )
         self._relays[relay] = endpoint

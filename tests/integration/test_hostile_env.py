@@ -223,7 +223,11 @@ async def test_no_usable_temp_folder_ends_74_with_whole_lines() -> None:
     try:
         with trio.fail_after(GUARD):
             async with open_scripted_server(folder, handler) as server:
-                mounts = " && ".join(f"mount -t tmpfs -o ro,size=4k tmpfs {where}" for where in ("/tmp", "/var/tmp"))
+                # Read-only binds rather than empty tmpfs: the checkout and its venv may live under /tmp.
+                mounts = " && ".join(
+                    f"mount --bind {where} {where} && mount -o remount,bind,ro {where}"
+                    for where in ("/tmp", "/var/tmp")
+                )
                 argv = in_private_mounts(
                     mounts + " && cd /tmp", *proxy_command(*sock_args(server, "--ping-interval", "0"))
                 )
