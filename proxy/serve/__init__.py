@@ -6,10 +6,13 @@ handshake on h11). Moving bytes: :mod:`.client` (the WebSocket server endpoint, 
 and :mod:`.server` (admission, per-client relay, shutdown) with :mod:`.listen` (sockets). :mod:`.command` is the
 click command.
 
-Where later work plugs in: per-device tokens and roles replace the one :class:`~.auth.Token` of
-:class:`~.rules.Gate` with a store that names the device, and a per-message rule goes into
-:meth:`proxy.relay.Relay.forward` (a refused request is answered to the client with ``deliver``); resumable
-sessions select their subprotocol through ``Gate.known_subprotocols`` and keep a relay's upstream while its
-:class:`~.client.WebSocketEndpoint` is replaced; ``--reconnect`` wraps the relay's upstream
-(:meth:`proxy.relay.Relay.upstream_ended`).
+Devices (issue 13): :mod:`.roles` (the observer allowlist, sans-I/O) and :mod:`.guard` (the relay that applies
+it), :mod:`.pairing` (pairing URI, join codes, sans-I/O), :mod:`.devices` (the hashed token store),
+:mod:`.state` (what a running bridge announces), :mod:`.selfsigned` (``--tls-self-signed``); at run time
+:mod:`.devicehub` (identity, revocation, presence), :mod:`.control` (the control socket) and :mod:`.pairdesk`
+(join codes, ``POST /pair``); :mod:`.devices_cli` and :mod:`.joining` are the ``serve devices`` commands.
+
+Where later work plugs in: resumable sessions select their subprotocol through ``Gate.known_subprotocols``
+and keep a relay's upstream while its :class:`~.client.WebSocketEndpoint` is replaced; ``--reconnect`` wraps
+the relay's upstream (:meth:`proxy.relay.Relay.upstream_ended`).
 """

@@ -21,6 +21,7 @@ from ..reconnect_cli import check_reconnect, reconnect_options
 from ..redact import SECRETS
 from ..target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
 from .auth import Token
+from .devices_cli import devices
 from .notify import parse_notify_command
 from .options import ServeOptions
 from .rules import bind_refusal, parse_bind
@@ -80,7 +81,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("codex_appserver.listening").setLevel(logging.INFO)
 
 
-@click.command(epilog=SERVE_EPILOG)
+@click.group(epilog=SERVE_EPILOG, invoke_without_command=True)
+@click.pass_context
 @click.option(
     "--bind",
     default=DEFAULT_BIND,
@@ -135,6 +137,12 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     type=click.Path(dir_okay=False),
     metavar="FILE",
     help="The private key of --tls-cert (PEM).  [default: in the --tls-cert file]",
+)
+@click.option(
+    "--tls-self-signed",
+    is_flag=True,
+    help="Serve wss:// with a certificate for this machine made once in $CODEX_HOME/codex-appserver, then "
+    "reused; prints its SHA-256 fingerprint for clients to pin.",
 )
 @click.option(
     "--allow-plain-ws",
@@ -230,6 +238,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only (and the listening line).")
 def serve(
+    ctx: click.Context,
     bind: tuple[str, int],
     sock: str | None,
     remote: str | None,
@@ -240,6 +249,7 @@ def serve(
     new_token: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    tls_self_signed: bool,
     allow_plain_ws: bool,
     allow_origin: tuple[str, ...],
     max_clients: int,
@@ -264,6 +274,11 @@ def serve(
     --remote), so every client shares the daemon's live threads. Once listening, prints one line on stderr:
     'codex-appserver: listening on ws://HOST:PORT/ws'.
     """
+    if ctx.invoked_subcommand is not None:
+        passed = [f"--{p.name.replace('_', '-')}" for p in ctx.command.params if p.name and _given(ctx, p.name)]
+        if passed:
+            raise click.UsageError(f"{', '.join(passed)} cannot be combined with '{ctx.invoked_subcommand}'")
+        return
     _setup_logging(verbose, quiet)
     if new_token is not None:
         _run_or_exit(lambda: write_new_token(new_token))
@@ -282,7 +297,15 @@ def serve(
         for given, name in ((remote_auth_token_env, "--remote-auth-token-env"), (cacert, "--cacert")):
             if given is not None:
                 raise click.UsageError(f"{name} needs --remote")
+    if tls_self_signed:
+        if tls_cert is not None or tls_key is not None:
+            raise click.UsageError("--tls-self-signed cannot be combined with --tls-cert or --tls-key")
+        tls_cert, tls_key = _run_or_exit(_self_signed)
     host, port = bind
+    from .devices import state_dir
+    from .selfsigned import file_fingerprint
+
+    folder = state_dir(os.environ)
     target, token, tls = _run_or_exit(
         lambda: _options(
             host,
@@ -296,6 +319,7 @@ def serve(
             tls_cert,
             tls_key,
             allow_plain_ws,
+            folder,
         )
     )
     notify_argv = _run_or_exit(lambda: parse_notify_command(notify_command)) if notify_command is not None else ()
@@ -316,6 +340,8 @@ def serve(
         wait=wait if wait is not None else (30.0 if start else 0.0),
         start=start,
         codex_bin=codex_bin,
+        state_dir=folder,
+        fingerprint=file_fingerprint(tls_cert) if tls_cert is not None else None,
         reconnect=reconnect,
         reconnect_timeout=reconnect_timeout,
         notify_reconnect=notify_reconnect,
@@ -340,13 +366,17 @@ def _options(
     tls_cert: str | None,
     tls_key: str | None,
     allow_plain_ws: bool,
+    folder: Path,
 ) -> tuple[Target, Token | None, ssl.SSLContext | None]:
     token: Token | None = None
     if token_file is not None:
         token = read_token_file(token_file)
     elif token_env is not None:
         token = token_from_env(token_env, os.environ)
-    refusal = bind_refusal(host, token is not None, tls_cert is not None, allow_plain_ws)
+    from .devices import DeviceStore
+
+    has_devices = bool(DeviceStore(folder).load())  # device tokens count as tokens for the bind policy
+    refusal = bind_refusal(host, token is not None or has_devices, tls_cert is not None, allow_plain_ws)
     if refusal is not None:
         raise UsageError(refusal)
     tls = _tls_context(tls_cert, tls_key) if tls_cert is not None else None
@@ -360,9 +390,32 @@ def _options(
     return target, token, tls
 
 
+def _given(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
+
+
+def _self_signed() -> tuple[str, str]:
+    """``--tls-self-signed``: the certificate and key, made on first use; prints the fingerprint."""
+    from .devices import state_dir
+    from .selfsigned import display_fingerprint, ensure
+
+    folder = state_dir(os.environ)
+    cert, key, digest, made = ensure(folder)
+    what = "made a new" if made else "using the"
+    # Through the listening line's logger: shown at every verbosity, like that line, which follows.
+    announce = logging.getLogger("codex_appserver.listening")
+    announce.info("%s self-signed TLS certificate %s", what, cert)
+    announce.info("TLS certificate SHA-256 fingerprint %s", display_fingerprint(digest))
+    return str(cert), str(key)
+
+
 def _run_or_exit(function: Callable[[], T]) -> T:
     try:
         return function()
     except ProxyError as exc:
         log.error("%s", exc.message)
         sys.exit(exc.status)
+
+
+serve.add_command(devices)

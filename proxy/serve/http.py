@@ -19,6 +19,8 @@ from .rules import HttpRequest, Respond
 MAX_HEADER_BYTES = 16 * 1024
 #: Bytes handed to h11 at a time.
 FEED_BYTES = 256
+#: The longest request body kept, in bytes (only ``POST /pair`` reads one).
+MAX_BODY_BYTES = 4 * 1024
 
 SERVER_HEADER = f"codex-appserver/{__version__}"
 
@@ -28,6 +30,9 @@ REASONS = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
+    410: "Gone",
+    413: "Content Too Large",
     426: "Upgrade Required",
     429: "Too Many Requests",
     431: "Request Header Fields Too Large",
@@ -62,6 +67,8 @@ class ServerHandshake:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes - FEED_BYTES)
         self._request: HttpRequest | None = None
         self._complete = False
+        self._body = bytearray()
+        self._body_over = False
 
     def receive_data(self, data: bytes) -> HttpRequest | None:
         """Feed bytes (``b""`` at EOF); return the request once its head has arrived, else None.
@@ -73,7 +80,9 @@ class ServerHandshake:
         for start in range(0, len(data), FEED_BYTES):
             request = self._feed(data[start : start + FEED_BYTES])
             if request is not None:
-                self._conn.receive_data(data[start + FEED_BYTES :])  # the client's first frames, kept
+                rest = data[start + FEED_BYTES :]
+                if rest:  # the client's first frames (or a body), kept; b"" would tell h11 the client hung up
+                    self._conn.receive_data(rest)
                 return request
         return self._feed(data) if not data else None
 
@@ -89,7 +98,7 @@ class ServerHandshake:
                         headers=tuple((bytes(k), bytes(v)) for k, v in event.headers),
                     )
                 elif isinstance(event, h11.Data):
-                    continue  # a body nobody asked for: the answer closes the connection anyway
+                    self._keep_body(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
                     self._complete = True
                 elif event is h11.NEED_DATA or event is h11.PAUSED:
@@ -106,6 +115,41 @@ class ServerHandshake:
             status = 431 if exc.error_status_hint == 431 else 400
             body = b"request header fields too large\n" if status == 431 else b"bad request: not HTTP/1.1\n"
             raise BadRequest(status, _fixed(status, body)) from None
+
+    def _keep_body(self, data: bytes) -> None:
+        # Kept for receive_body (POST /pair) up to MAX_BODY_BYTES; any other request's body is never read.
+        if len(self._body) + len(data) > MAX_BODY_BYTES:
+            self._body_over = True
+        else:
+            self._body += data
+
+    def receive_body(self, data: bytes | None = None) -> bytes | None:
+        """After the head: feed *data* (``b""`` at EOF, None: only look at what came with the head); the whole
+        body once its end has arrived, else None.
+
+        :raises BadRequest: the body is over ``MAX_BODY_BYTES`` (413, answer with :meth:`respond`), the bytes are
+            not HTTP/1.1, or the connection ended before the body did (400).
+        """
+        try:
+            if data is not None and not self._complete:
+                self._conn.receive_data(data)
+            while not self._complete:
+                event = self._conn.next_event()
+                if isinstance(event, h11.Data):
+                    self._keep_body(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    self._complete = True
+                elif event is h11.NEED_DATA or event is h11.PAUSED:
+                    if data == b"":
+                        raise BadRequest(400, b"")
+                    break
+                else:
+                    raise BadRequest(400, b"")
+        except h11.RemoteProtocolError:
+            raise BadRequest(400, b"") from None
+        if self._body_over:
+            raise BadRequest(413, b"")
+        return bytes(self._body) if self._complete else None
 
     @property
     def trailing_data(self) -> bytes:
@@ -139,7 +183,7 @@ class ServerHandshake:
         """The whole answer *answer* as bytes (no body for HEAD), with ``Connection: close``."""
         head_only = self._request is not None and self._request.method == b"HEAD"
         headers = [
-            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Type", answer.content_type),
             ("Content-Length", str(len(answer.body))),
             ("Connection", "close"),
             ("Cache-Control", "no-store"),

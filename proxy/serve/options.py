@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..options import MiB
 from ..target import Target
@@ -42,6 +43,10 @@ class ServeOptions:
     max_incoming_size: int = 256 * MiB
     #: The closing handshake with the app-server.
     close_timeout: float = 2.0
+    #: ``$CODEX_HOME/codex-appserver``: device tokens, state file, control socket (None: no devices).
+    state_dir: Path | None = None
+    #: SHA-256 (hex) of the TLS certificate, announced for pinning.
+    fingerprint: str | None = None
     #: --reconnect: each client's upstream connection survives a restart of the app-server (proxy.reconnect).
     reconnect: bool = False
     reconnect_timeout: float = 60.0

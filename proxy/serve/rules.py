@@ -11,10 +11,11 @@ upgrade, with the subprotocol to select.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .auth import KNOWN_SUBPROTOCOLS, RateLimiter, Token, authorized, parse_subprotocols, split_header_list
+from .auth import KNOWN_SUBPROTOCOLS, Offer, RateLimiter, Token, authorized, parse_subprotocols, split_header_list
+from .roles import FULL_ACCESS, Identity
 
 #: The one body of every 401: it never says whether the token was missing or wrong.
 UNAUTHORIZED_BODY = b"unauthorized: send the bridge's token as a bearer token\n"
@@ -65,12 +66,14 @@ def bind_refusal(host: str, has_token: bool, tls: bool, allow_plain_ws: bool) ->
     if not has_token:
         return (
             f"--bind {host} is not a loopback address, so clients must authenticate: give a token with "
-            "--token-file or --token-env (make one with 'codex-appserver serve --new-token FILE')"
+            "--token-file or --token-env (make one with 'codex-appserver serve --new-token FILE'), or add a device "
+            "with 'codex-appserver serve devices add NAME'"
         )
     if not tls and not allow_plain_ws:
         return (
             f"--bind {host} is not a loopback address, so the token must not cross the network in clear: "
-            "give --tls-cert and --tls-key, or --allow-plain-ws when a TLS terminator or tunnel sits in front"
+            "give --tls-cert and --tls-key, or --allow-plain-ws when a TLS terminator or tunnel sits in front "
+            "(--tls-self-signed makes a certificate here)"
         )
     return None
 
@@ -101,6 +104,7 @@ class Respond:
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
     failed_auth: bool = False
+    content_type: str = "text/plain; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class Upgrade:
 
     subprotocol: str | None
     key: bytes
+    identity: Identity = FULL_ACCESS
 
 
 @dataclass
@@ -125,6 +130,15 @@ class Gate:
     max_clients: int = 32
     known_subprotocols: Sequence[str] = KNOWN_SUBPROTOCOLS
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    #: Who presents these credentials (``Authorization`` values, subprotocol offer), None when nobody: device
+    #: tokens (:mod:`.devices`). None here: only :attr:`token` counts.
+    identify: Callable[[Sequence[bytes], Offer], Identity | None] | None = None
+
+    def identity(self, authorization: Sequence[bytes], offer: Offer) -> Identity | None:
+        """The client's identity, or None for a 401."""
+        if self.identify is not None:
+            return self.identify(authorization, offer)
+        return FULL_ACCESS if authorized(self.token, authorization, offer) else None
 
 
 def _is_upgrade(request: HttpRequest) -> bool:
@@ -176,9 +190,10 @@ def admit(request: HttpRequest, gate: Gate, address: str, now: float, clients: i
     if origins and (len(origins) != 1 or origins[0].decode("latin-1") not in gate.allowed_origins):
         return Respond(403, b"forbidden: this Origin is not allowed (see --allow-origin)\n")
     offer = parse_subprotocols(request.values(b"sec-websocket-protocol"))
-    if not authorized(gate.token, request.values(b"authorization"), offer):
+    identity = gate.identity(request.values(b"authorization"), offer)
+    if identity is None:
         gate.limiter.failed(address, now)
         return Respond(401, UNAUTHORIZED_BODY, (("WWW-Authenticate", "Bearer"),), failed_auth=True)
     if clients >= gate.max_clients:
         return Respond(503, b"too many clients; try again later\n", (("Retry-After", "5"),))
-    return Upgrade(offer.select(gate.known_subprotocols), request.values(b"sec-websocket-key")[0].strip())
+    return Upgrade(offer.select(gate.known_subprotocols), request.values(b"sec-websocket-key")[0].strip(), identity)

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -34,8 +35,12 @@ from .listen import close_stream, open_listener, peer_name, printable, send_quie
 from .notify import Notifier
 from .options import ServeOptions
 from .resume import RESUME_SUBPROTOCOL
-from .rules import Gate, HttpRequest, Probe, Respond, Upgrade, admit, url_host
+from .roles import Identity
+from .rules import Gate, HttpRequest, Probe, Respond, Upgrade, admit, is_loopback, url_host
 from .sessions import Sessions, credentials_of
+
+if TYPE_CHECKING:
+    from .devicehub import DeviceHub
 
 log = logging.getLogger("codex_appserver")
 #: One line per connection at open and at close, shown at the default verbosity.
@@ -59,14 +64,23 @@ class Bridge:
     def __init__(self, options: ServeOptions, listener: trio.SocketListener) -> None:
         self._options = options
         self._listener = listener
+        from .devicehub import DeviceHub  # loaded when the bridge runs, not when the CLI starts
+
+        self.hub: DeviceHub | None = (
+            DeviceHub(options.state_dir, options.token, is_loopback(options.host), options.fingerprint)
+            if options.state_dir is not None
+            else None
+        )
+        identify = self.hub.identify if self.hub is not None else None
         self._gate = Gate(
             options.token,
             options.allowed_origins,
             options.max_clients,
             known_subprotocols=(*KNOWN_SUBPROTOCOLS, RESUME_SUBPROTOCOL),
+            identify=identify,
         )
         notifier = Notifier(options.notify_command) if options.notify_command else None
-        self._sessions = Sessions(options, notifier)
+        self._sessions = Sessions(options, notifier, self.hub)
         self._clients = 0
         self._pending = 0
         self._relays: dict[Relay, WebSocketEndpoint] = {}
@@ -106,6 +120,8 @@ class Bridge:
         """Stop accepting, drop connections still in their handshake, close every client with 1001."""
         self._stopping = True
         self._accepting.cancel()
+        if self.hub is not None:
+            self.hub.stop()
         for scope in self._handshakes:
             scope.cancel()
         for relay, endpoint in self._relays.items():
@@ -139,6 +155,11 @@ class Bridge:
             finally:
                 self._pending -= 1
             if request is None:
+                return
+            if self.hub is not None and request.path == "/pair":
+                answer = await self.hub.pair(stream, handshake, request, address)
+                await self._respond(stream, handshake, answer)
+                access.info("%s: %s /pair -> %d", peer, request.method.decode("latin-1"), answer.status)
                 return
             decision = admit(request, self._gate, address, trio.current_time(), self._clients)
             if isinstance(decision, Upgrade):
@@ -251,10 +272,14 @@ class Bridge:
                 await self._respond(stream, handshake, Respond(400, b"bad request: an upgrade has no body\n"))
                 return
             if upgrade.subprotocol == RESUME_SUBPROTOCOL:
-                await self._resumable(stream, handshake, accept, upstream, response, peer, started, request)
+                await self._resumable(
+                    stream, handshake, accept, upstream, response, peer, started, request, upgrade.identity
+                )
                 return
             async with upstream:
-                await self._relay(stream, handshake, accept, upstream, response, peer, started, request)
+                await self._relay(
+                    stream, handshake, accept, upstream, response, peer, started, request, upgrade.identity
+                )
         finally:
             self._clients -= 1
 
@@ -268,6 +293,7 @@ class Bridge:
         peer: str,
         started: float,
         request: HttpRequest,
+        identity: Identity,
     ) -> None:
         options = self._options
         try:
@@ -286,7 +312,11 @@ class Bridge:
             ping_interval=options.ping_interval,
             ping_timeout=options.ping_timeout,
         )
-        relay = Relay(
+        from .guard import make_relay
+
+        relay = make_relay(
+            identity,
+            f"{peer} ({identity.label})",
             endpoint,
             upstream,
             response,
@@ -300,6 +330,8 @@ class Bridge:
             announce=lambda ending: log.warning("%s: %s", peer, ending.message) if ending.message else None,
         )
         self._relays[relay] = endpoint
+        if self.hub is not None:
+            self.hub.attach(relay, identity, peer)
         if self._stopping:
             endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
             relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
@@ -307,6 +339,8 @@ class Bridge:
             await relay.run()
         finally:
             del self._relays[relay]
+            if self.hub is not None:
+                self.hub.detach(relay)
         access.info(
             "%s: closed %d after %.1f s, %s from the client, %d to it",
             peer,
@@ -326,6 +360,7 @@ class Bridge:
         peer: str,
         started: float,
         request: HttpRequest,
+        device: Identity,
     ) -> None:
         """A client that offered the resume subprotocol: its app-server connection becomes a session that can
         outlive it (:mod:`proxy.serve.sessions`)."""
@@ -336,9 +371,9 @@ class Bridge:
             access.info("%s: left before the 101", peer)
             return
         access.info("%s: GET %s -> 101, open, resumable (%d clients)", peer, printable(request.path), self._clients)
-        identity = credentials_of(self._options.token is not None)
+        identity = credentials_of(self._options.token is not None, device.sha256)
         endpoint, port = await self._sessions.connection(
-            stream, handshake.trailing_data, upstream, response, peer, identity
+            stream, handshake.trailing_data, upstream, response, peer, identity, device
         )
         if port.ending is not None and port.ending.message:
             log.warning("%s: %s", peer, port.ending.message)
@@ -365,20 +400,30 @@ async def run_bridge(options: ServeOptions) -> int:
     with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
         listener = await open_listener(options.host, options.port)
         bridge = Bridge(options, listener)
+        hub = bridge.hub
+        if hub is not None:
+            await hub.open_control()
+            hub.announce(bridge.url)
         listening.info("listening on %s", bridge.url)
-        async with trio.open_nursery() as nursery:
+        try:
+            async with trio.open_nursery() as nursery:
+                if hub is not None:
+                    nursery.start_soon(hub.run)
 
-            async def watch_signals() -> None:
-                nonlocal status
-                async for signum in signals:
-                    if not bridge.stopping:
-                        log.warning("%s: closing every client with 1001", signal.Signals(signum).name)
-                        bridge.shut_down()
-                    else:
-                        status = 128 + signum
-                        nursery.cancel_scope.cancel()
+                async def watch_signals() -> None:
+                    nonlocal status
+                    async for signum in signals:
+                        if not bridge.stopping:
+                            log.warning("%s: closing every client with 1001", signal.Signals(signum).name)
+                            bridge.shut_down()
+                        else:
+                            status = 128 + signum
+                            nursery.cancel_scope.cancel()
 
-            nursery.start_soon(watch_signals)
-            await bridge.serve()
-            nursery.cancel_scope.cancel()
+                nursery.start_soon(watch_signals)
+                await bridge.serve()
+                nursery.cancel_scope.cancel()
+        finally:
+            if hub is not None:
+                hub.close()
     return status

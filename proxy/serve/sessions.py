@@ -44,8 +44,10 @@ from .resume import (
     resume_result,
     session_notification,
 )
+from .roles import FULL_ACCESS, Identity
 
 if TYPE_CHECKING:
+    from .devicehub import DeviceHub
     from .notify import Notifier
 
 log = logging.getLogger("codex_appserver")
@@ -56,9 +58,11 @@ NO_LIMIT = 1 << 62
 SHUTDOWN_REASON = "the bridge is shutting down"
 
 
-def credentials_of(token_required: bool) -> str:
-    """The identity a session is bound to: every client that passed the bridge's one token check shares it
-    (no token on loopback: every client). Per-device credentials would return the device's id here."""
+def credentials_of(token_required: bool, device_sha256: str | None = None) -> str:
+    """The identity a session is bound to: a device's own token digest (issue 13), else every client that
+    passed the bridge's one token check shares it (no token on loopback: every client)."""
+    if device_sha256 is not None:
+        return f"device:{device_sha256}"
     return SHARED_TOKEN if token_required else ANONYMOUS
 
 
@@ -194,9 +198,10 @@ class Session:
 class Sessions:
     """Every resumable session of the bridge, and the connections of clients that offered the subprotocol."""
 
-    def __init__(self, options: ServeOptions, notifier: Notifier | None = None) -> None:
+    def __init__(self, options: ServeOptions, notifier: Notifier | None = None, hub: DeviceHub | None = None) -> None:
         self.options = options
         self.notifier = notifier
+        self.hub = hub  # device tokens: a revoked device's sessions end at once (issue 13)
         self.table: SessionTable[Session] = SessionTable(max_detached=options.max_clients)
         self._live: set[Session] = set()
         self._nursery: trio.Nursery | None = None
@@ -231,6 +236,7 @@ class Sessions:
         response: HandshakeResponse,
         peer: str,
         identity: str,
+        device: Identity = FULL_ACCESS,
     ) -> tuple[WebSocketEndpoint, Port]:
         """Relay one client that offered the subprotocol (its 101 sent) until its connection ends.
 
@@ -250,7 +256,11 @@ class Sessions:
         )
         port = Port(self, endpoint, identity, peer)
         session = Session(self, identity)
-        session.relay = Relay(
+        from .guard import make_relay  # an observer's session is guarded like its plain connection
+
+        session.relay = make_relay(
+            device,
+            f"{peer} ({device.label})",
             session,
             upstream,
             response,
@@ -262,6 +272,8 @@ class Sessions:
             tap=Tap(None, log.isEnabledFor(logging.DEBUG), f"{peer}: "),
         )
         self._live.add(session)
+        if self.hub is not None:
+            self.hub.attach(session.relay, device, peer)
         self._nursery.start_soon(self._run_session, session, upstream)
         session.attach(port)
         port.reply(session_notification(session.id, session.token))
@@ -279,6 +291,13 @@ class Sessions:
         return endpoint, port
 
     async def _run_session(self, session: Session, upstream: trio.abc.Stream) -> None:
+        try:
+            await self._run_relay(session, upstream)
+        finally:
+            if self.hub is not None:
+                self.hub.detach(session.relay)
+
+    async def _run_relay(self, session: Session, upstream: trio.abc.Stream) -> None:
         try:
             async with upstream:
                 ending = await session.relay.run()

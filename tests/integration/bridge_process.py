@@ -7,10 +7,13 @@ when the block ends, however it ends. stderr is read by a thread as it comes, so
 
 from __future__ import annotations
 
+import atexit
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +24,20 @@ from .proxy_process import proxy_env
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"^codex-appserver: listening on (wss?)://(.+):(\d+)/ws$")
+
+
+#: The CODEX_HOME of bridges whose test gives none: the bridge keeps its state under $CODEX_HOME/codex-appserver,
+#: which must never be the real home's. One empty folder for the session, removed at exit.
+_SCRATCH_HOME = tempfile.mkdtemp(prefix="bridge-home-")
+atexit.register(shutil.rmtree, _SCRATCH_HOME, True)
+
+
+def bridge_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """:func:`proxy_env`, with ``CODEX_HOME`` set to a scratch folder unless *env* sets it."""
+    full = proxy_env(env)
+    if env is None or "CODEX_HOME" not in env:
+        full["CODEX_HOME"] = _SCRATCH_HOME
+    return full
 
 
 def bridge_argv(*args: str) -> list[str]:
@@ -104,7 +121,7 @@ def running_bridge(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=proxy_env(env),
+        env=bridge_env(env),
         cwd=str(ROOT),
     )
     bridge = BridgeProcess(process)
@@ -128,7 +145,7 @@ def run_bridge_cli(args: Sequence[str], env: Mapping[str, str] | None = None, ti
         bridge_argv(*args),
         stdin=subprocess.DEVNULL,
         capture_output=True,
-        env=proxy_env(env),
+        env=bridge_env(env),
         cwd=str(ROOT),
         timeout=timeout,
         check=False,

@@ -48,6 +48,8 @@ def test_readme_serve_table_has_every_serve_option() -> None:
 def test_readme_serve_commands_use_real_options() -> None:
     section = README.split("## Share the daemon with other devices", 1)[1].split("\n## ", 1)[0]
     serve_flags = {flag for param in main.commands["serve"].params for flag in getattr(param, "opts", [])}
+    devices = main.commands["serve"].commands["devices"]  # type: ignore[attr-defined]
+    serve_flags |= {flag for command in devices.commands.values() for p in command.params for flag in p.opts}
     proxy_flags = {flag for param in main.commands["proxy"].params for flag in getattr(param, "opts", [])}
     for line in section.splitlines():
         for command, flags in (("codex-appserver serve", serve_flags), ("codex-appserver proxy", proxy_flags)):

@@ -170,8 +170,16 @@ def options(command: click.Command) -> list[click.Option]:
 
 
 def known_flags() -> set[str]:
-    """Every option name, short and long, of every command (``--help`` included)."""
-    return {opt for _, command in COMMANDS for option in options(command) for opt in option.opts}
+    """Every option name, short and long, of every command (``--help`` included), and of the subcommands of a
+    command that is a group itself (``serve devices add``)."""
+    flags = {opt for _, command in COMMANDS for option in options(command) for opt in option.opts}
+    groups = [command for _, command in COMMANDS if command is not main and isinstance(command, click.Group)]
+    while groups:
+        for sub in groups.pop().commands.values():
+            flags |= {opt for param in sub.params for opt in getattr(param, "opts", [])}
+            if isinstance(sub, click.Group):
+                groups.append(sub)
+    return flags
 
 
 def default_of(option: click.Option, command: click.Command) -> object:
