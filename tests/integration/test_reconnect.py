@@ -234,12 +234,14 @@ async def test_a_reconnect_that_never_succeeds_ends_as_a_lost_connection(tmp_pat
     """The server goes away for good: after --reconnect-timeout the proxy exits 1, as without --reconnect, and
     says how long it tried; a client that asked is told so too."""
     timeout = 2.0
+    unlinked = trio.Event()
     dropped = trio.Event()
 
     async def handler(conn: ScriptedConnection) -> None:
         await conn.accept()
         assert await receive_json(conn) == INITIALIZE
         await conn.send_text(compact({"id": 1, "result": {}}))
+        await unlinked.wait()  # drop only once nothing listens: a first attempt must not reach this server
         await conn.abort()
         dropped.set()
 
@@ -251,9 +253,10 @@ async def test_a_reconnect_that_never_succeeds_ends_as_a_lost_connection(tmp_pat
             ) as proxy:
                 await proxy.send(jsonl(INITIALIZE))
                 assert (await read_json(proxy))["id"] == 1
+                server.path.unlink()  # nothing listens any more: every attempt is refused
+                unlinked.set()
                 await dropped.wait()
                 lost_at = time.monotonic()
-                server.path.unlink()  # nothing listens any more: every attempt is refused
                 notes = [await read_json(proxy), await read_json(proxy)]
                 ended = await finish(proxy)
                 elapsed = time.monotonic() - lost_at
