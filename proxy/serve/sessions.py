@@ -323,12 +323,12 @@ class Sessions:
             request_id, refusal = request
             self._refuse(port, request_id, refusal)
             return
-        ending = self.table.get(request.session_id)
-        if ending is not None and ending.relay.ending_decided:  # ending, not yet out of the table: as if ended
+        live = self.table.get(request.session_id)
+        if live is not None and live.relay.ending_decided:  # ending, not yet out of the table: as if ended
             self._refuse(
                 port,
                 request.id,
-                Refusal(ResumeCode.SESSION_ENDED, f"the session ended ({ending.why_ended}); start a new one"),
+                Refusal(ResumeCode.SESSION_ENDED, f"the session ended ({live.why_ended}); start a new one"),
             )
             return
         found = self.table.check(request, port.identity)
