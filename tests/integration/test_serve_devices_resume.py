@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import InvalidStatus
 
 from proxy.serve.roles import ROLE_FORBIDDEN
 
@@ -149,6 +150,9 @@ def test_revoking_a_device_ends_its_detached_session(peer: WebSocketsPeer, home:
         done = run_devices(["revoke", "phone"], home)
         assert done.returncode == 0, done.stderr
         wait_until(lambda: peer.log.close_codes == [1001], "the detached session's upstream closing 1001")
+        with pytest.raises(InvalidStatus) as refused:  # the phone itself cannot even open a connection
+            device_phone(bridge, token)
+        assert refused.value.response.status_code == 401
         spare = add_device("spare", home)
         other = Phone(bridge.ws_url(), bearer(spare))
         answer = other.resume(session_id=phone.session_id, token=phone.token, received=0)
