@@ -28,7 +28,7 @@ from .control import LineReader, open_control_socket, send_json
 from .devices import DeviceStore, DeviceWatch, ensure_state_dir, identify, utc_now
 from .http import ServerHandshake
 from .pairdesk import PairDesk
-from .roles import Identity
+from .roles import REVOKED_CODE, REVOKED_REASON, Identity
 from .rules import HttpRequest, Respond
 from .state import BridgeState, Presence, read_state, write_state
 
@@ -37,9 +37,6 @@ access = logging.getLogger("codex_appserver.access")
 
 #: Seconds between two looks at the device store (revocation reaches live connections within this long).
 POLL_INTERVAL = 1.0
-#: Close code and reason for a revoked device's connections (RFC 6455 §7.4.1: policy violation).
-REVOKED_CODE = 1008
-REVOKED_REASON = "device revoked"
 
 
 class DeviceHub:
@@ -99,20 +96,37 @@ class DeviceHub:
                 relay.end(Ending(ExitStatus.OK, None, REVOKED_CODE, REVOKED_REASON), GOING_AWAY)
 
     def attach(self, relay: Relay, identity: Identity, peer: str) -> None:
-        """A client is relayed now: log who it is and count it."""
+        """A client is relayed now by *relay*: log who it is, count it, end the relay if the device is revoked."""
+        self.arrive(identity, peer)
+        self.guard(relay, identity)
+
+    def detach(self, relay: Relay) -> None:
+        identity = self._live.pop(relay, None)
+        if identity is not None:
+            self.leave(identity)
+
+    def guard(self, relay: Relay, identity: Identity) -> None:
+        """End *relay* (1008) when *identity*'s device is revoked, until :meth:`release`; a resumable session's
+        relay is guarded for its whole life, attached to a client or not."""
         self._live[relay] = identity
+        if identity.sha256 is not None and identity.sha256 not in {d.sha256 for d in self.watch.devices}:
+            self._enforce()  # revoked between its upgrade and now
+
+    def release(self, relay: Relay) -> None:
+        self._live.pop(relay, None)
+
+    def arrive(self, identity: Identity, peer: str) -> None:
+        """A client connection of *identity* is open: log it and count it as connected now (``devices list``)."""
         access.info("%s: %s (role %s) connected", peer, identity.label, identity.role.value)
         if identity.device is not None:
             presence = self.state.devices.setdefault(identity.device, Presence())
             presence.connected += 1
             presence.last_seen = utc_now()
             self._save()
-        if identity.sha256 is not None and identity.sha256 not in {d.sha256 for d in self.watch.devices}:
-            self._enforce()  # revoked between its upgrade and now
 
-    def detach(self, relay: Relay) -> None:
-        identity = self._live.pop(relay, None)
-        if identity is not None and identity.device is not None:
+    def leave(self, identity: Identity) -> None:
+        """A client connection of *identity* closed (a detached session does not count as connected)."""
+        if identity.device is not None:
             presence = self.state.devices.setdefault(identity.device, Presence())
             presence.connected = max(0, presence.connected - 1)
             presence.last_seen = utc_now()

@@ -45,6 +45,9 @@ FULL_ACCESS = Identity(Role.FULL)
 #: JSON-RPC error code of a request the role does not allow: in the -32000..-32099 range JSON-RPC 2.0 §5.1
 #: leaves to the implementation, and unused by Codex (it uses -32600 and -32001).
 ROLE_FORBIDDEN = -32040
+#: Close code and reason for a revoked device's connections (RFC 6455 §7.4.1: policy violation).
+REVOKED_CODE = 1008
+REVOKED_REASON = "device revoked"
 
 #: ANY: every parameter is allowed.
 ANY: frozenset[str] | None = None

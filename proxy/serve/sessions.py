@@ -44,7 +44,7 @@ from .resume import (
     resume_result,
     session_notification,
 )
-from .roles import FULL_ACCESS, Identity
+from .roles import FULL_ACCESS, REVOKED_CODE, REVOKED_REASON, Identity
 
 if TYPE_CHECKING:
     from .devicehub import DeviceHub
@@ -144,6 +144,8 @@ class Session:
             self.port.stop()
 
     async def finish(self, ending: Ending) -> None:
+        if (ending.downstream_code, ending.downstream_reason) == (REVOKED_CODE, REVOKED_REASON):
+            self.why_ended = "its device was revoked"
         port, self.port = self.port, None
         if port is not None:
             port.session_over(ending)
@@ -273,21 +275,27 @@ class Sessions:
         )
         self._live.add(session)
         if self.hub is not None:
-            self.hub.attach(session.relay, device, peer)
+            # Presence follows this connection; revocation follows the session, attached or detached.
+            self.hub.arrive(device, peer)
+            self.hub.guard(session.relay, device)
         self._nursery.start_soon(self._run_session, session, upstream)
         session.attach(port)
         port.reply(session_notification(session.id, session.token))
         session.token = ""  # sent once; only its digest is kept
         if self._stopping:
             session.relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(endpoint.run, port)
-            nursery.start_soon(port.pump)
-            await port.ended.wait()
-            endpoint.stop_receiving()
-            assert port.ending is not None
-            await endpoint.finish(port.ending)
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(endpoint.run, port)
+                nursery.start_soon(port.pump)
+                await port.ended.wait()
+                endpoint.stop_receiving()
+                assert port.ending is not None
+                await endpoint.finish(port.ending)
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.hub is not None:
+                self.hub.leave(device)
         return endpoint, port
 
     async def _run_session(self, session: Session, upstream: trio.abc.Stream) -> None:
@@ -295,7 +303,7 @@ class Sessions:
             await self._run_relay(session, upstream)
         finally:
             if self.hub is not None:
-                self.hub.detach(session.relay)
+                self.hub.release(session.relay)
 
     async def _run_relay(self, session: Session, upstream: trio.abc.Stream) -> None:
         try:
@@ -315,14 +323,19 @@ class Sessions:
             request_id, refusal = request
             self._refuse(port, request_id, refusal)
             return
+        live = self.table.get(request.session_id)
+        if live is not None and live.relay.ending_decided:  # ending, not yet out of the table: as if ended
+            self._refuse(
+                port,
+                request.id,
+                Refusal(ResumeCode.SESSION_ENDED, f"the session ended ({live.why_ended}); start a new one"),
+            )
+            return
         found = self.table.check(request, port.identity)
         if isinstance(found, Refusal):
             self._refuse(port, request.id, found)
             return
         target = found
-        if target.relay.ending_decided:  # ending, not yet out of the table
-            self._refuse(port, request.id, Refusal(ResumeCode.SESSION_ENDED, f"the session ended ({target.why_ended})"))
-            return
         if target is port.session:
             self._refuse(port, request.id, Refusal(ResumeCode.INVALID_PARAMS, "this connection is that session"))
             return
