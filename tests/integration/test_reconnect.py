@@ -11,14 +11,17 @@ never succeeds (``proxy`` exits 1; ``serve`` closes that client with 1012).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -29,8 +32,7 @@ from .jsonrpc import initialize_message
 from .proxy_process import Finished, ProxyProcess, finish, finished, run_proxy_cli, running_proxy
 from .scripted_server import ScriptedConnection, ScriptedServer, open_scripted_server
 from .test_scripted_server import GUARD, compact, jsonl, sock_args, stderr_lines
-from .test_serve import close_after_first
-from .websockets_peer import PeerPool
+from .websockets_peer import PeerLog, PeerPool
 
 JsonObject = dict[str, Any]
 
@@ -511,8 +513,18 @@ def test_serve_closes_a_client_with_1012_when_reconnecting_fails() -> None:
     """The daemon goes away for good: after --reconnect-timeout the bridge closes that client with 1012, as
     without --reconnect, having told it with proxy/reconnecting and proxy/reconnectFailed."""
     pool = PeerPool()
+    unlinked = threading.Event()
+
+    async def close_once_unlinked(connection: ServerConnection, log: PeerLog) -> None:
+        # Drop only once nothing listens at the path: a fast first attempt must not reach this peer again.
+        log.received(str(await connection.recv()))
+        await connection.send('{"method":"last words"}')
+        while not unlinked.is_set():
+            await asyncio.sleep(0.01)
+        connection.transport.abort()
+
     try:
-        peer = pool.start(close_after_first)
+        peer = pool.start(close_once_unlinked)
         args = ["--sock", peer.path, "--reconnect", "--reconnect-timeout", "1", "--notify-reconnect"]
         with (
             running_bridge(args) as bridge,
@@ -521,6 +533,7 @@ def test_serve_closes_a_client_with_1012_when_reconnecting_fails() -> None:
             ws.send(compact(INITIALIZE))
             assert json.loads(ws.recv(timeout=GUARD)) == {"method": "last words"}
             os.unlink(peer.path)  # nothing listens there any more
+            unlinked.set()
             notes = read_until_closed(ws)
             close = ws.protocol.close_rcvd
             assert close is not None
