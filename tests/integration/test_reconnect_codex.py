@@ -37,7 +37,7 @@ from .mock_responses import FunctionCall, Message, MockResponses
 from .proxy_process import ProxyProcess, finish, finished, running_proxy
 from .remote_peers import WsCodexServer, running_ws_codex_server
 from .scripted_server import short_temp_dir
-from .test_turns import (  # noqa: F401 - fixtures
+from .test_turns import (
     ECHO_COMMAND,
     ECHO_OUTPUT,
     HELLO,
@@ -48,12 +48,10 @@ from .test_turns import (  # noqa: F401 - fixtures
     completed_turns,
     hello_turn,
     is_server_request,
-    mock_model,
     notifications,
     read_until,
     response_to,
     turn_start,
-    workdir,
 )
 
 pytestmark = pytest.mark.codex
@@ -164,7 +162,7 @@ class Restartable:
 @pytest.fixture
 def restartable(
     codex_bin: Path,
-    mock_model: MockResponses,  # noqa: F811 - the fixture imported above
+    mock_model: MockResponses,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Restartable]:
     codex_home = tmp_path_factory.mktemp("again")
@@ -210,8 +208,8 @@ def ran_command(messages: list[JsonObject]) -> bool:
 
 async def test_a_dropped_connection_mid_turn_goes_unnoticed(
     restartable: Restartable,
-    mock_model: MockResponses,  # noqa: F811
-    workdir: Path,  # noqa: F811
+    mock_model: MockResponses,
+    workdir: Path,
     tmp_path: Path,
 ) -> None:
     mock_model.script(HELLO_PROMPT, HELLO)
@@ -261,8 +259,8 @@ async def test_a_dropped_connection_mid_turn_goes_unnoticed(
 
 async def test_a_restarted_app_server_keeps_the_session_going(
     restartable: Restartable,
-    mock_model: MockResponses,  # noqa: F811
-    workdir: Path,  # noqa: F811
+    mock_model: MockResponses,
+    workdir: Path,
     tmp_path: Path,
 ) -> None:
     mock_model.script(HELLO_PROMPT, HELLO)
@@ -407,8 +405,8 @@ class BridgeClient:
 
 def test_serve_reconnect_keeps_the_bridge_clients_websocket_open_through_a_restart(
     restartable: Restartable,
-    mock_model: MockResponses,  # noqa: F811
-    workdir: Path,  # noqa: F811
+    mock_model: MockResponses,
+    workdir: Path,
 ) -> None:
     mock_model.script(HELLO_PROMPT, HELLO)
     mock_model.script(RUN_PROMPT, RUN_CALL, RUN_DONE)

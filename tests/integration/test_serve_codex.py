@@ -19,7 +19,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from .bridge_process import BridgeProcess, http_request, running_bridge
-from .codex_server import CodexServer, running_codex_server
+from .codex_server import CodexServer
 from .jsonrpc import JsonObject, initialize_message
-from .mock_responses import Message, MockResponses, running_mock_responses
+from .mock_responses import Message, MockResponses
 from .proxy_process import ROOT, proxy_argv, proxy_env
 from .test_turns import ECHO_OUTPUT, HELLO, HELLO_PROMPT, RUN_CALL, RUN_DONE, RUN_PROMPT
 
@@ -40,30 +40,6 @@ pytestmark = pytest.mark.codex
 TOKEN = secrets.token_urlsafe(32)
 #: Guards against hangs only.
 TIMEOUT = 120.0
-
-
-@pytest.fixture
-def mock_model() -> Iterator[MockResponses]:
-    with running_mock_responses() as mock:
-        yield mock
-        assert mock.unexpected == []
-
-
-@pytest.fixture
-def turn_server(
-    codex_bin: Path, mock_model: MockResponses, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CodexServer]:
-    codex_home = tmp_path_factory.mktemp("serve")
-    (codex_home / "config.toml").write_text(mock_model.config_toml(), encoding="utf-8")
-    with running_codex_server(codex_bin, codex_home) as server:
-        yield server
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "work"
-    path.mkdir()
-    return path
 
 
 def bridge_env(server: CodexServer) -> dict[str, str]:

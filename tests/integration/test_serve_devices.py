@@ -17,7 +17,6 @@ import ssl
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from proxy.serve.roles import ROLE_FORBIDDEN
 
 from . import jsonrpc
 from .bridge_process import BridgeProcess, running_bridge
-from .codex_server import CodexServer, running_codex_server
+from .codex_server import CodexServer
 from .devices_process import (
     Peer,
     add_device,
@@ -42,7 +41,7 @@ from .devices_process import (
     run_devices,
 )
 from .jsonrpc import JsonObject
-from .mock_responses import FunctionCall, Message, MockResponses, running_mock_responses
+from .mock_responses import FunctionCall, Message, MockResponses
 from .proxy_process import proxy_argv, proxy_env
 
 pytestmark = pytest.mark.codex
@@ -54,30 +53,6 @@ ECHO_COMMAND = "echo approved-$((6 * 7))"
 RUN_CALL = FunctionCall("exec_command", {"cmd": ECHO_COMMAND}, call_id="call_echo")
 RUN_DONE = Message(("Done", "."))
 OBSERVER_PROMPT = "An observer must not start this."
-
-
-@pytest.fixture
-def mock_model() -> Iterator[MockResponses]:
-    with running_mock_responses() as mock:
-        yield mock
-        assert mock.unexpected == []
-
-
-@pytest.fixture
-def turn_server(
-    codex_bin: Path, mock_model: MockResponses, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CodexServer]:
-    codex_home = tmp_path_factory.mktemp("dev")
-    (codex_home / "config.toml").write_text(mock_model.config_toml(), encoding="utf-8")
-    with running_codex_server(codex_bin, codex_home) as server:
-        yield server
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "work"
-    path.mkdir()
-    return path
 
 
 def state_folder(server: CodexServer) -> Path:

@@ -21,16 +21,15 @@ import os
 import secrets
 import stat
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .bridge_process import BridgeProcess, running_bridge
-from .codex_server import CodexServer, running_codex_server
+from .codex_server import CodexServer
 from .jsonrpc import initialize_message
-from .mock_responses import MockResponses, running_mock_responses
+from .mock_responses import MockResponses
 from .resume_client import Phone, wait_until
 from .test_serve_codex import ProxyClient, ends_turn, is_approval, turn_start
 from .test_turns import ECHO_OUTPUT, HELLO, HELLO_PROMPT, RUN_CALL, RUN_DONE, RUN_PROMPT
@@ -42,30 +41,6 @@ BEARER = [("Authorization", f"Bearer {TOKEN}")]
 JsonObject = dict[str, Any]
 #: Files read in the slow-consumer test.
 COUNT = 10
-
-
-@pytest.fixture
-def mock_model() -> Iterator[MockResponses]:
-    with running_mock_responses() as mock:
-        yield mock
-        assert mock.unexpected == []
-
-
-@pytest.fixture
-def turn_server(
-    codex_bin: Path, mock_model: MockResponses, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CodexServer]:
-    codex_home = tmp_path_factory.mktemp("resume")
-    (codex_home / "config.toml").write_text(mock_model.config_toml(), encoding="utf-8")
-    with running_codex_server(codex_bin, codex_home) as server:
-        yield server
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "work"
-    path.mkdir()
-    return path
 
 
 def bridge_args(*extra: str) -> list[str]:

@@ -11,16 +11,16 @@ API (:mod:`tests.integration.mock_responses`), so every turn runs offline and is
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 
 from . import jsonrpc
-from .codex_server import CodexServer, running_codex_server
+from .codex_server import CodexServer
 from .jsonrpc import INITIALIZED, JsonObject, line, parse_lines, request
-from .mock_responses import FunctionCall, Message, MockResponses, running_mock_responses
+from .mock_responses import FunctionCall, Message, MockResponses
 from .proxy_process import ProxyProcess, close_and_finish, run_proxy_cli, running_proxy
 
 pytestmark = pytest.mark.codex
@@ -158,32 +158,6 @@ def assert_message_turn(messages: list[JsonObject], thread_id: str, turn_id: str
 
 
 # -- fixtures ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def mock_model() -> Iterator[MockResponses]:
-    with running_mock_responses() as mock:
-        yield mock
-        assert mock.unexpected == []
-
-
-@pytest.fixture
-def turn_server(
-    codex_bin: Path, mock_model: MockResponses, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CodexServer]:
-    """A fresh app-server whose model provider is *mock_model*; stopped before the mock."""
-    codex_home = tmp_path_factory.mktemp("turns")
-    (codex_home / "config.toml").write_text(mock_model.config_toml(), encoding="utf-8")
-    with running_codex_server(codex_bin, codex_home) as server:
-        yield server
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """The threads' cwd."""
-    path = tmp_path / "work"
-    path.mkdir()
-    return path
 
 
 # -- the scripts ---------------------------------------------------------------------------------------
