@@ -169,7 +169,7 @@ def test_trailing_data_and_stopping_at_the_first_close(role: ConnectionType, ite
         want: list[Event] = []
         for connection, out in ((fast, got), (reference, want)):
             for event in connection.events():
-                out.append(event)
+                out.append(as_wsproto(event))
                 if isinstance(event, CloseConnection):
                     break
         assert got == want
