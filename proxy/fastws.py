@@ -7,12 +7,17 @@ serializing. This class handles only the common case itself and hands everything
 - **Receiving.** A frame is *simple* when it is a text or binary frame with FIN set, no RSV bit, masked exactly
   when the peer is a client (RFC 6455 §5.1), a minimal payload length (§5.2), arrives whole, and starts while no
   fragmented message is in progress. Such a frame becomes one :class:`~wsproto.events.TextMessage` (strict
-  UTF-8, §8.1) or :class:`~wsproto.events.BytesMessage`, exactly the event wsproto makes of it. Every other
-  byte goes to wsproto, in order and as it arrives: control frames, fragments, a frame whose payload is still
-  coming, and anything wsproto would reject (then wsproto reports it, with its close code and reason, and takes
-  every later byte). A header prefix is kept back only while it can still become a simple frame, where wsproto
-  would also just wait. So the events, their order, the errors and the state are wsproto's, for any stream and
-  any read boundaries (``tests/unit/test_fastws.py`` checks this against wsproto with hypothesis).
+  UTF-8, §8.1) or :class:`~wsproto.events.BytesMessage`, exactly the event wsproto makes of it. A simple
+  frame of up to :data:`HOLD_FRAME_BYTES` that arrives in pieces is kept until it is whole, then handed out
+  as that one event, where wsproto hands out a piece per read: its message is complete at the same read. Only a
+  binary frame, or an unmasked text frame while what arrived of it is ASCII, is kept: in those wsproto finds
+  no error before the frame ends, so only the pieces differ.
+  Every other byte goes to wsproto, in order and as it arrives: control frames, fragments, a bigger frame whose
+  payload is still coming, and anything wsproto would reject (then wsproto reports it, with its close code and
+  reason, and takes every later byte). A header prefix is kept back only while it can still become a simple
+  frame, where wsproto would also just wait. So the messages, their order, the control frames, the errors and
+  the state at the end are wsproto's, for any stream and any read boundaries (``tests/unit/test_fastws.py``
+  checks this against wsproto with hypothesis).
 - **Sending.** A whole :class:`~wsproto.events.Message` (``message_finished``) outside a fragmented one, in state
   OPEN, is framed here: text if its data is ``str``, else binary, as wsproto decides. A client masks every
   frame with a fresh random 32-bit key (§5.3), taken from :func:`os.urandom` in batches. Everything else goes to
@@ -40,6 +45,9 @@ if TYPE_CHECKING:
 
 #: Random bytes fetched per :func:`os.urandom` call for masking keys: 1024 keys.
 MASK_BATCH_BYTES = 4096
+#: A simple frame of up to this many payload bytes that arrives in pieces is kept until it is whole, then handed
+#: out as one event; wsproto streams a bigger one (its events then come in pieces, as the bytes arrive).
+HOLD_FRAME_BYTES = 1024 * 1024
 #: Payloads up to this many bytes are masked with one big-integer XOR; longer ones with bytes.translate.
 INT_MASK_MAX = 1024
 
@@ -152,6 +160,11 @@ class Connection:
         self._keys = b""
         self._key_at = 0
         self._fed = False  # wsproto got bytes whose events may not all have been handed out yet
+        self._held: list[bytes] = []  # the start of a simple frame still arriving (HOLD_FRAME_BYTES), in pieces
+        self._held_size = 0
+        self._wanted = 0  # bytes that complete the held frame (0: none held)
+        self._held_text = False  # the held frame is a text frame: only ASCII is held
+        self._release = False  # the frame at the buffer's start goes to wsproto however big
         self._utf8_text = utf8_text
         self.receive_data(trailing_data)
 
@@ -212,10 +225,29 @@ class Connection:
                 self._go_slow()
             self._feed(data)
             return
+        if self._wanted:  # the rest of a frame being held: join only once it is all here
+            if self._held_text and not data[: self._wanted - self._held_size].isascii():
+                self._release = True  # wsproto checks this UTF-8 as it arrives: it streams the frame
+            self._held.append(data)
+            self._held_size += len(data)
+            if self._held_size >= self._wanted or self._release:
+                self._buffer = b"".join(self._held)
+                self._held = []
+                self._wanted = self._held_size = 0
+            return
         if self._at < len(self._buffer):
             self._buffer = self._buffer[self._at :] + data
         else:
             self._buffer = bytes(data)
+        self._at = 0
+
+    def _hold(self, rest: bytes, frame_size: int, text: bool) -> None:
+        """Keep *rest* (the start of a simple frame of *frame_size* bytes) aside until the whole frame is here."""
+        self._held_text = text
+        self._held = [rest]
+        self._held_size = len(rest)
+        self._wanted = frame_size
+        self._buffer = b""
         self._at = 0
 
     def _feed(self, data: bytes | None) -> None:
@@ -225,7 +257,9 @@ class Connection:
     def _go_slow(self) -> None:
         """Hand the bytes held to wsproto; from now on it takes every byte."""
         self._slow = True
-        rest = self._buffer[self._at :]
+        rest = b"".join([*self._held, self._buffer[self._at :]])
+        self._held = []
+        self._wanted = self._held_size = 0
         self._buffer = b""
         self._at = 0
         if rest and self._ws.state in _RECEIVING:
@@ -284,7 +318,11 @@ class Connection:
                     key = buffer[start : start + 4]
                     start += 4
                 end = start + length
-                if end > size:  # the payload is still coming: wsproto streams it
+                if end > size and self._holds(first, length, key, buffer, start, size):  # one event, once whole
+                    self._hold(buffer[at:], end - at, first == 0x81)
+                    return
+                self._release = False
+                if end > size:  # a bigger payload is still coming: wsproto streams it
                     self._remaining = end - size
                     self._at = size
                     self._feed(buffer[at:size])
@@ -328,6 +366,16 @@ class Connection:
         elif self._at:
             self._buffer = buffer[self._at :]
             self._at = 0
+
+    def _holds(self, first: int, length: int, key: bytes | None, buffer: bytes, start: int, size: int) -> bool:
+        """Whether to keep a simple frame that is still arriving until it is whole (:data:`HOLD_FRAME_BYTES`).
+
+        Only where that changes nothing but the pieces of its message: a binary frame, or an unmasked text frame
+        whose payload so far is ASCII (wsproto would find no UTF-8 error in it before the frame ends).
+        """
+        if length > HOLD_FRAME_BYTES or self._release:
+            return False
+        return first == 0x82 or (key is None and buffer[start:size].isascii())
 
     def _other_frame(self, buffer: bytes, at: int, size: int) -> int:
         """Judge a frame that is not simple, as wsproto would (``wsproto.frame_protocol``).

@@ -181,6 +181,11 @@ class Outbox:
         while len(self) >= limit:
             await self._lot.park()
 
+    async def wait_changed(self) -> None:
+        """Wait until the writer has written what it took, or the outbox is closed (then return at once)."""
+        if not self._closed:
+            await self._lot.park()
+
     async def wait_flushed(self) -> None:
         """Wait until every queued byte is written."""
         await self.wait_below(1)

@@ -19,7 +19,8 @@ relay): this module never decides an exit status on its own, it proposes one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -136,6 +137,8 @@ class Upstream:
         self._last_receive = trio.current_time()
         self._answer: trio.Event | None = None  # set by the reader when anything arrives after a keepalive ping
         self._pending_ping: Ping | None = None  # the most recent ping not yet answered (PONG_HIGH_WATER)
+        self._fragments: Iterator[tuple[str, bool]] | None = None  # the big message being framed, if any
+        self._behind: deque[Text] = deque()  # messages sent while a big one is being framed
         #: Called with the number of unanswered requests when the connection is lost (for the stderr line).
         self.outstanding: Callable[[], int] = lambda: 0
 
@@ -160,12 +163,47 @@ class Upstream:
 
     def send_text(self, text: Text) -> None:
         """Queue one text message (str, or valid UTF-8), as fragments when it is over the frame limit. Never
-        blocks."""
-        if not isinstance(text, str) and len(text) <= self._frame_limit:  # the common case: one frame, no decode
+        blocks.
+
+        A message over the frame limit is framed a fragment at a time, as the socket takes them (at most
+        :data:`SOCKET_HIGH_WATER` bytes of frames wait): its frames never all sit in memory next to it. Messages
+        sent meanwhile wait behind it (RFC 6455 §5.4: fragments of two messages never interleave).
+        """
+        if self._fragments is not None or self._behind:
+            self._behind.append(text)
+        elif not isinstance(text, str) and len(text) <= self._frame_limit:  # the common case: one frame, no decode
             self._outbox.put(self._ws.send_utf8(text))
-            return
-        for piece, last in text_fragments(text, self._frame_limit):
-            self._send(TextMessage(data=piece, message_finished=last))
+        else:
+            self._fragments = text_fragments(text, self._frame_limit)
+            self._frame_fragments(SOCKET_HIGH_WATER)
+
+    def _frame_fragments(self, high_water: float) -> None:
+        """Frame the fragments of the big message in progress, then the messages behind it, until *high_water*
+        bytes wait for the socket (or the connection is no longer open)."""
+        while len(self._outbox) < high_water and self._ws.state is ConnectionState.OPEN:
+            if self._fragments is None:
+                if not self._behind:
+                    return
+                text = self._behind.popleft()
+                if not isinstance(text, str) and len(text) <= self._frame_limit:
+                    self._outbox.put(self._ws.send_utf8(text))
+                    continue
+                self._fragments = text_fragments(text, self._frame_limit)
+                del text
+            piece = next(self._fragments, None)
+            if piece is None:
+                self._fragments = None
+                continue
+            self._send(TextMessage(data=piece[0], message_finished=piece[1]))
+
+    @property
+    def _sending(self) -> bool:
+        """A big message (or one behind it) is still to be framed."""
+        return self._fragments is not None or bool(self._behind)
+
+    def _still_framing(self) -> bool:
+        """A big message is still being framed on a connection that can take it."""
+        return self._sending and self._ws.state is ConnectionState.OPEN and not self._outbox.abandoned
 
     def cork(self) -> None:
         """Gather the frames of the next :meth:`send_text` calls until :meth:`uncork`: one write for all of them
@@ -180,18 +218,23 @@ class Upstream:
         self._outbox.put(self._ws.send(event))
 
     async def wait_writable(self) -> None:
-        """Wait until fewer than :data:`SOCKET_HIGH_WATER` bytes wait for the socket: read the client no faster."""
+        """Wait until fewer than :data:`SOCKET_HIGH_WATER` bytes wait for the socket and no big message is still
+        being framed: read the client no faster."""
         await self._outbox.wait_below(SOCKET_HIGH_WATER)
+        while self._still_framing():
+            await self._outbox.wait_changed()
 
     async def close(self, code: int | None, timeout: float) -> None:
         """Send a close frame with *code* (None: none) if the connection is still open, then wait up to *timeout*
         seconds for every queued frame to be written and, after our close frame, for the server's close frame
         or EOF (Codex never sends one)."""
-        if code is not None and self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            log.info("sending close %d", code)
-            self._tap.event("close", dir="out", code=code)
-            self._send(CloseConnection(code=code))
         with trio.move_on_after(timeout):
+            if code is not None and self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+                while self._still_framing():  # a big message ends first
+                    await self._outbox.wait_changed()
+                log.info("sending close %d", code)
+                self._tap.event("close", dir="out", code=code)
+                self._send(CloseConnection(code=code))
             await self._outbox.wait_flushed()
             if self._ws.state is ConnectionState.LOCAL_CLOSING:
                 await self._socket_done.wait()
@@ -214,6 +257,8 @@ class Upstream:
                 return
             self._outbox.done()
             self._send_pong()
+            if self._sending:
+                self._frame_fragments(SOCKET_HIGH_WATER)
 
     def _send_pong(self) -> None:
         """Answer the pending ping once the socket queue is short enough (a server that pings and never reads

@@ -248,6 +248,27 @@ async def test_advertised_frame_limit_fragments_long_lines(tmp_path: Path) -> No
     assert max(frames) <= 64
 
 
+async def test_big_lines_are_framed_as_the_socket_takes_them_and_never_interleave(tmp_path: Path) -> None:
+    """Lines of 3 MiB over a 64 KiB frame limit, with small ones between them, all in one stdin write, then EOF.
+
+    The proxy frames a big line a fragment at a time as the socket drains (never all its frames at once); the
+    lines after it wait: the server gets every message whole, in order (wsproto refuses interleaved fragments),
+    the last big one before the close frame."""
+    big = [compact({"method": "big", "params": {"i": i, "text": "x€" * (1024 * 1024)}}) for i in range(3)]
+    messages = [big[0], compact({"method": "small", "params": {}}), big[1], big[2], compact({"method": "end"})]
+    received: list[str | bytes] = []
+
+    async def handler(conn: ScriptedConnection) -> None:
+        await conn.accept(extra_headers=[("x-codex-websocket-max-unfragmented-message-bytes", "65536")])
+        received.extend(await conn.receive_messages(len(messages)))
+        assert await conn.receive_close() == 1000
+
+    result, _ = await run_scripted(tmp_path, handler, stdin="".join(m + "\n" for m in messages).encode())
+    assert result.status == 0, result.stderr_text
+    assert received == messages
+    assert result.stderr == b""
+
+
 # -- order ----------------------------------------------------------------------------------------------
 
 
