@@ -7,9 +7,10 @@ trio, wsproto, h11, click"`` (the floor), interleaved spawn by spawn (who goes f
 in ``/proc/PID/status``) right after that first echo, and, with ``--stream``, after streaming each message size
 of the benchmark's quick mode, next to the floor's VmHWM. Prints medians and ratios (ours / floor).
 
-    .venv/bin/python scripts/startup.py [--spawns 30] [--stream] [--python PATH]
+    .venv/bin/python scripts/startup.py [--spawns 30] [--stream] [--no-compile] [--python PATH]
 
-Uses the installed console script next to the Python that runs it (``.venv/bin/codex-appserver``), like the
+Uses the installed console script next to the Python that runs it (``.venv/bin/codex-appserver``), and writes
+the package's bytecode first (:func:`benchmarks.run.compile_proxy`; ``--no-compile``: as it is), like the
 benchmark. A quick look, not the report: ``python -m benchmarks`` remains the measurement of record.
 """
 
@@ -29,7 +30,16 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import workload  # noqa: E402
 from benchmarks.echo import echo_server  # noqa: E402
 from benchmarks.procfs import peak_rss_bytes  # noqa: E402
-from benchmarks.run import FLOOR_IMPORTS, MODES, PRINT_PEAK_RSS, ROUND_TRIP_BYTES, SIZES, WARM_UP, tools  # noqa: E402
+from benchmarks.run import (  # noqa: E402
+    FLOOR_IMPORTS,
+    MODES,
+    PRINT_PEAK_RSS,
+    ROUND_TRIP_BYTES,
+    SIZES,
+    WARM_UP,
+    compile_proxy,
+    tools,
+)
 
 MiB = 1024 * 1024
 
@@ -44,10 +54,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/startup.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--spawns", type=int, default=30, help="spawns of each (default: 30)")
     parser.add_argument("--stream", action="store_true", help="also stream each size once and read the peak RSS")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="leave the package's bytecode as it is (the benchmark compiles it)"
+    )
     parser.add_argument("--python", default=sys.executable, help="the Python of the floor and the proxy's venv")
     args = parser.parse_args()
     python = args.python
     proxy = tools(python, Path(python).parent, None)[0]
+    if not args.no_compile:
+        compile_proxy()
     first = workload.line(ROUND_TRIP_BYTES, 0) + b"\n"
     floor_times: list[float] = []
     proxy_times: list[float] = []
