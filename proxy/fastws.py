@@ -29,7 +29,7 @@ import importlib.util
 import os
 import struct
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from wsproto.connection import Connection as WsprotoConnection
 from wsproto.connection import ConnectionState, ConnectionType
@@ -51,7 +51,7 @@ _HOLD = -1  # a header prefix that may still become a simple frame: wait for mor
 _SLOW = -2  # wsproto takes this frame and every byte after it
 
 
-def _websockets_apply_mask() -> Callable[[bytes, bytes], bytes] | None:
+def _websockets_apply_mask() -> Callable[[bytes | bytearray, bytes], bytes] | None:
     """``apply_mask`` of the websockets library's C extension (SIMD), when websockets is installed; else None.
 
     The extension is loaded from its file without importing the websockets package, whose import costs
@@ -69,7 +69,7 @@ def _websockets_apply_mask() -> Callable[[bytes, bytes], bytes] | None:
                         return None
                     module = importlib.util.module_from_spec(found)
                     loader.exec_module(module)
-                    apply_mask: Callable[[bytes, bytes], bytes] = module.apply_mask
+                    apply_mask: Callable[[bytes | bytearray, bytes], bytes] = module.apply_mask
                     return apply_mask
     except (ImportError, OSError, AttributeError, ValueError):
         pass
@@ -86,14 +86,14 @@ def _xor_table(byte: int) -> bytes:
     return bytes(value ^ byte for value in range(256))
 
 
-def mask(payload: bytes, key: bytes) -> bytes | bytearray:
+def mask(payload: bytes | bytearray, key: bytes) -> bytes | bytearray:
     """*payload* XOR the 4-byte *key* repeated (RFC 6455 §5.3); the same call unmasks."""
     if _C_MASK is not None:
         return _C_MASK(payload, key)
     return python_mask(payload, key)
 
 
-def python_mask(payload: bytes, key: bytes) -> bytes | bytearray:
+def python_mask(payload: bytes | bytearray, key: bytes) -> bytes | bytearray:
     """:func:`mask` in pure Python: one big-integer XOR for small payloads, ``bytes.translate`` for larger ones."""
     size = len(payload)
     if size <= INT_MASK_MAX:
@@ -103,6 +103,13 @@ def python_mask(payload: bytes, key: bytes) -> bytes | bytearray:
     for offset in range(4):
         data[offset::4] = data[offset::4].translate(_xor_table(key[offset]))
     return data
+
+
+class Utf8Text(NamedTuple):
+    """A whole text message from the fast path, as its UTF-8 bytes, already validated (RFC 6455 §8.1); what
+    ``TextMessage(data=data.decode("utf-8"), frame_finished=True, message_finished=True)`` says."""
+
+    data: bytes
 
 
 def _header(first: int, size: int, mask_bit: int) -> bytes:
@@ -119,6 +126,9 @@ class Connection:
     :param connection_type: CLIENT (frames out are masked, frames in must not be) or SERVER (the reverse).
     :param extensions: as wsproto's; any extension turns the fast path off.
     :param trailing_data: bytes received after the opening handshake.
+    :param utf8_text: the fast path hands out a whole text message as :class:`Utf8Text` (its UTF-8 bytes,
+        validated) instead of a :class:`~wsproto.events.TextMessage` (a str): for a relay, which passes the
+        bytes on, a decode and an encode of every message fewer. Messages from wsproto stay TextMessages.
     """
 
     def __init__(
@@ -126,6 +136,8 @@ class Connection:
         connection_type: ConnectionType,
         extensions: list[Extension] | None = None,
         trailing_data: bytes = b"",
+        *,
+        utf8_text: bool = False,
     ) -> None:
         self._ws = WsprotoConnection(connection_type, extensions)
         self.client = connection_type is ConnectionType.CLIENT
@@ -139,6 +151,8 @@ class Connection:
         self._sending_fragments = False  # an outgoing message is being sent in fragments (by wsproto)
         self._keys = b""
         self._key_at = 0
+        self._fed = False  # wsproto got bytes whose events may not all have been handed out yet
+        self._utf8_text = utf8_text
         self.receive_data(trailing_data)
 
     @property
@@ -167,7 +181,17 @@ class Connection:
             self._sending_fragments = not event.message_finished
         return bytes(out)
 
-    def _frame(self, first: int, payload: bytes) -> bytes:
+    def send_utf8(self, data: bytes | bytearray) -> bytes:
+        """The bytes that send the valid UTF-8 *data* as one whole text message: the same as
+        ``send(TextMessage(data=data.decode("utf-8")))``, without decoding it on the fast path.
+
+        :raises UnicodeDecodeError: *data* is not UTF-8 and the fast path cannot take it (the caller's bug).
+        """
+        if not self._sending_fragments and not self._slow and self._ws.state is ConnectionState.OPEN:
+            return self._frame(0x81, data)
+        return self.send(TextMessage(data=data.decode("utf-8")))
+
+    def _frame(self, first: int, payload: bytes | bytearray) -> bytes:
         header = _header(first, len(payload), self._mask_out)
         if not self._mask_out:
             return header + payload
@@ -186,13 +210,17 @@ class Connection:
         if data is None or self._slow:
             if data is None:
                 self._go_slow()
-            self._ws.receive_data(data)
+            self._feed(data)
             return
         if self._at < len(self._buffer):
             self._buffer = self._buffer[self._at :] + data
         else:
             self._buffer = bytes(data)
         self._at = 0
+
+    def _feed(self, data: bytes | None) -> None:
+        self._fed = True
+        self._ws.receive_data(data)
 
     def _go_slow(self) -> None:
         """Hand the bytes held to wsproto; from now on it takes every byte."""
@@ -201,15 +229,18 @@ class Connection:
         self._buffer = b""
         self._at = 0
         if rest and self._ws.state in _RECEIVING:
-            self._ws.receive_data(rest)
+            self._feed(rest)
 
     def _from_wsproto(self) -> Generator[Event, None, None]:
+        if not self._fed:
+            return  # nothing new for wsproto: skip its parser (a few microseconds per read)
         for event in self._ws.events():
             if isinstance(event, CloseConnection):  # a close frame or an error: wsproto parses no more
                 self._go_slow()
             yield event
+        self._fed = False  # only once every event is out: a reader that stops early gets the rest next time
 
-    def events(self) -> Generator[Event, None, None]:
+    def events(self) -> Generator[Event | Utf8Text, None, None]:
         """The events the received bytes make, in order (a generator, as wsproto's)."""
         yield from self._from_wsproto()
         buffer = self._buffer
@@ -220,7 +251,7 @@ class Connection:
                 end = min(size, at + self._remaining)
                 self._remaining -= end - at
                 self._at = end
-                self._ws.receive_data(buffer[at:end])
+                self._feed(buffer[at:end])
                 yield from self._from_wsproto()
                 continue
             first = buffer[at]
@@ -256,7 +287,7 @@ class Connection:
                 if end > size:  # the payload is still coming: wsproto streams it
                     self._remaining = end - size
                     self._at = size
-                    self._ws.receive_data(buffer[at:size])
+                    self._feed(buffer[at:size])
                     yield from self._from_wsproto()
                     continue
                 payload = buffer[start:end] if key is None else bytes(mask(buffer[start:end], key))
@@ -264,13 +295,21 @@ class Connection:
                     self._at = end
                     yield BytesMessage(data=payload, frame_finished=True, message_finished=True)
                     continue
+                if self._utf8_text and payload.isascii():  # ASCII is UTF-8: nothing to decode
+                    self._at = end
+                    yield Utf8Text(payload)
+                    continue
                 try:
                     text = payload.decode("utf-8")
                 except UnicodeDecodeError:
                     self._go_slow()  # wsproto closes with 1007 and its own reason
                     break
                 self._at = end
-                yield TextMessage(data=text, frame_finished=True, message_finished=True)
+                yield (
+                    Utf8Text(payload)
+                    if self._utf8_text
+                    else TextMessage(data=text, frame_finished=True, message_finished=True)
+                )
                 continue
             verdict = self._other_frame(buffer, at, size)
             if verdict == _HOLD:
@@ -282,7 +321,7 @@ class Connection:
             end = min(size, verdict)
             self._remaining = verdict - end
             self._at = end
-            self._ws.receive_data(buffer[at:end])
+            self._feed(buffer[at:end])
             yield from self._from_wsproto()
         if self._slow:
             yield from self._from_wsproto()

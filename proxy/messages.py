@@ -101,6 +101,12 @@ class MessageAssembler:
         self._counted = self._fragments = 0
         return message
 
+    def utf8(self, data: bytes) -> bytes | TooBig:
+        """Take a whole, unfragmented text message as its UTF-8 bytes (:class:`proxy.fastws.Utf8Text`)."""
+        if len(data) > self._max:
+            return self._too_big(len(data), 1, True)
+        return data
+
     def binary(self, data: bytes | bytearray, finished: bool) -> Binary | None:
         """Take a binary fragment; return its message's size once *finished*. Its bytes are not kept."""
         self._binary += len(data)

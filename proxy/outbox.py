@@ -52,6 +52,10 @@ class Outbox:
         """
         if not data or self._closed:
             return
+        if self._can_write_at_once(data):
+            data = self._write_at_once(data)  # the rest, if the descriptor took only part
+            if not data:
+                return
         spool = self._spool
         if spool is not None and (len(spool) or len(self._buffer) + len(data) > (self._memory_limit or 0)):
             spool.append(data)  # once anything is on disk, later bytes queue behind it there
@@ -59,6 +63,25 @@ class Outbox:
             self._buffer += data
         if not self._corked:
             self._flush()
+
+    def _can_write_at_once(self, data: bytes | bytearray | memoryview) -> bool:
+        """Nothing waits, and the rest of a partial write would fit in memory (where the writer looks for the rest
+        of a cut line)."""
+        if self._buffer or self._corked or self._write_now is None or self._in_flight:
+            return False
+        return self._spool is None or (not len(self._spool) and len(data) <= (self._memory_limit or 0))
+
+    def _write_at_once(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+        """Write *data* with ``write_now`` (no copy into the buffer first); return what it did not take."""
+        assert self._write_now is not None
+        try:
+            written = self._write_now(data)
+        except OSError:  # EAGAIN: the writer takes it all; any other error it meets again and reports
+            return data
+        if written:
+            self._cut_line = data[written - 1] != 0x0A
+            return memoryview(data)[written:]
+        return data
 
     def cork(self) -> None:
         """Gather what is put until :meth:`uncork`, to write it at once (many messages, one system call)."""

@@ -28,7 +28,7 @@ from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
 from .errors import ExitStatus, reason_of
-from .fastws import Connection  # wsproto's Connection with a fast path for whole data frames
+from .fastws import Connection, Utf8Text  # wsproto's Connection with a fast path for whole data frames
 from .fdio import direct_receiver, direct_sender, direct_writer
 from .handshake import HandshakeResponse
 from .messages import MessageAssembler, TooBig, text_fragments, too_big_fragments
@@ -121,7 +121,7 @@ class Upstream:
         self._listener = listener
         self._stream = stream
         self._where = where
-        self._ws = Connection(ConnectionType.CLIENT, trailing_data=response.trailing_data)
+        self._ws = Connection(ConnectionType.CLIENT, trailing_data=response.trailing_data, utf8_text=True)
         self._frame_limit = response.max_unfragmented_message_bytes or DEFAULT_MAX_FRAME_BYTES
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
@@ -161,6 +161,9 @@ class Upstream:
     def send_text(self, text: Text) -> None:
         """Queue one text message (str, or valid UTF-8), as fragments when it is over the frame limit. Never
         blocks."""
+        if not isinstance(text, str) and len(text) <= self._frame_limit:  # the common case: one frame, no decode
+            self._outbox.put(self._ws.send_utf8(text))
+            return
         for piece, last in text_fragments(text, self._frame_limit):
             self._send(TextMessage(data=piece, message_finished=last))
 
@@ -245,7 +248,13 @@ class Upstream:
         """Hand pending wsproto events to the listener and answer pings; False once the connection is over."""
         texts: list[Text] = []
         for event in self._ws.events():
-            if isinstance(event, TextMessage):
+            if type(event) is Utf8Text:  # a whole text message from the fast path, as UTF-8
+                whole = self._messages.utf8(event.data)
+                if isinstance(whole, TooBig):
+                    self._too_big(whole)
+                else:
+                    texts.append(whole)
+            elif isinstance(event, TextMessage):
                 text = self._messages.text(event.data, event.message_finished)
                 if text is None:
                     continue

@@ -24,7 +24,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from ..ending import Ending
 from ..errors import ExitStatus
-from ..fastws import Connection  # wsproto's Connection with a fast path for whole data frames
+from ..fastws import Connection, Utf8Text  # wsproto's Connection with a fast path for whole data frames
 from ..messages import MessageAssembler, TooBig
 from ..upstream import GOING_AWAY, MESSAGE_TOO_BIG, Text
 
@@ -96,7 +96,7 @@ class WebSocketEndpoint:
     ) -> None:
         self._stream = stream
         self._peer = peer
-        self._ws = Connection(ConnectionType.SERVER, trailing_data=trailing_data)
+        self._ws = Connection(ConnectionType.SERVER, trailing_data=trailing_data, utf8_text=True)
         self._limit = queue_bytes
         self._max_message = max_message_bytes
         self._messages = MessageAssembler(max_message_bytes)
@@ -160,8 +160,12 @@ class WebSocketEndpoint:
     def _handle_events(self) -> bool:
         relay = self._relay
         for event in self._ws.events():
-            if isinstance(event, TextMessage):
-                text = self._messages.text(event.data, event.message_finished)
+            if isinstance(event, (TextMessage, Utf8Text)):
+                text: bytes | bytearray | TooBig | None
+                if isinstance(event, Utf8Text):
+                    text = self._messages.utf8(event.data)
+                else:
+                    text = self._messages.text(event.data, event.message_finished)
                 if text is None:
                     continue
                 if isinstance(text, TooBig):
@@ -217,10 +221,10 @@ class WebSocketEndpoint:
         """
         if self._ws.state is not ConnectionState.OPEN or not self._forwarding:
             return
-        send = self._ws.send
-        # wsproto sends bytes as a binary frame: a text message goes to it as str.
+        ws = self._ws
+        # wsproto sends bytes as a binary frame: a text message goes to it as str, or as UTF-8 to send_utf8.
         data = b"".join(
-            [send(TextMessage(data=text if isinstance(text, str) else text.decode("utf-8"))) for text in texts]
+            [ws.send(TextMessage(data=text)) if isinstance(text, str) else ws.send_utf8(text) for text in texts]
         )
         waiting = self._queued + self._in_flight
         if waiting and waiting + len(data) > self._limit:  # one message larger than the bound still goes out alone

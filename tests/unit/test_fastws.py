@@ -117,13 +117,20 @@ def streams(draw: st.DrawFn) -> tuple[ConnectionType, bytes, list[int], list[boo
     return role, data, cuts, drains, draw(st.booleans())
 
 
+def as_wsproto(event: Event | fastws.Utf8Text) -> Event:
+    """What wsproto says for a fast-path event: a :class:`~proxy.fastws.Utf8Text` is a whole TextMessage."""
+    if isinstance(event, fastws.Utf8Text):
+        return TextMessage(data=event.data.decode("utf-8"), frame_finished=True, message_finished=True)
+    return event
+
+
 def step(connection: WsprotoConnection | fastws.Connection, chunk: bytes | None, drain: bool) -> object:
     """Feed one chunk (and read the events): the outcome, an exception included, as a comparable value."""
     try:
         connection.receive_data(chunk)
     except LocalProtocolError as exc:
         return ("raised", type(exc), str(exc))
-    events: list[Event] = list(connection.events()) if drain else []
+    events: list[Event] = [as_wsproto(event) for event in connection.events()] if drain else []
     return (events, connection.state)
 
 
@@ -135,14 +142,17 @@ def test_receiving_matches_wsproto_for_any_stream_and_reads(
     role, data, cuts, drains, eof = case
     reference = WsprotoConnection(role)
     fast = fastws.Connection(role)
+    utf8 = fastws.Connection(role, utf8_text=True)  # whole text messages as Utf8Text: the same once decoded
     bounds = [0, *cuts, len(data)]
     for (start, end), drain in zip(itertools.pairwise(bounds), drains, strict=True):
         chunk = data[start:end]
-        assert step(fast, chunk, drain) == step(reference, chunk, drain), f"after bytes {start}:{end}"
-    if eof:
-        assert step(fast, None, True) == step(reference, None, True)
-    else:
-        assert step(fast, b"", True) == step(reference, b"", True)
+        expected = step(reference, chunk, drain)
+        assert step(fast, chunk, drain) == expected, f"after bytes {start}:{end}"
+        assert step(utf8, chunk, drain) == expected, f"utf8_text, after bytes {start}:{end}"
+    last = None if eof else b""
+    expected = step(reference, last, True)
+    assert step(fast, last, True) == expected
+    assert step(utf8, last, True) == expected
 
 
 @settings(max_examples=100, deadline=None)
@@ -159,7 +169,7 @@ def test_trailing_data_and_stopping_at_the_first_close(role: ConnectionType, ite
         want: list[Event] = []
         for connection, out in ((fast, got), (reference, want)):
             for event in connection.events():
-                out.append(event)
+                out.append(as_wsproto(event))
                 if isinstance(event, CloseConnection):
                     break
         assert got == want
@@ -208,6 +218,35 @@ def test_frames_it_sends_decode_like_wsprotos(role: ConnectionType, events: list
         assert fastws.mask(ours[size + 4 :], ours[size : size + 4]) == fastws.mask(
             theirs[size + 4 :], theirs[size : size + 4]
         )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(ROLES),
+    st.lists(texts | st.builds(TextMessage, data=texts, message_finished=st.booleans()) | messages, max_size=6),
+)
+def test_send_utf8_frames_decode_like_wsprotos_text_messages(role: ConnectionType, items: list[str | Event]) -> None:
+    """send_utf8(UTF-8 bytes) is send(TextMessage(str)), also between the fragments of another message."""
+    fast, reference = fastws.Connection(role), WsprotoConnection(role)
+    sent, expected = [], []
+    for item in items:
+        if isinstance(item, str):
+            try:
+                expected.append(reference.send(TextMessage(data=item)))
+            except LocalProtocolError as exc:  # a whole message inside a fragmented one: the same refusal
+                with pytest.raises(LocalProtocolError, match=str(exc)):
+                    fast.send_utf8(item.encode())
+                continue
+            sent.append(fast.send_utf8(item.encode()))
+        else:
+            try:
+                expected.append(reference.send(item))
+            except (LocalProtocolError, TypeError) as exc:
+                with pytest.raises(type(exc)):
+                    fast.send(item)
+                continue
+            sent.append(fast.send(item))
+    assert decoded(role, b"".join(sent)) == decoded(role, b"".join(expected))
 
 
 def test_every_client_frame_gets_its_own_random_mask() -> None:
