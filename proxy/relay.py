@@ -16,15 +16,13 @@ One nursery per relay; the upstream and the downstream each run their own tasks 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from .ending import Ending, stdout_failure
 from .errors import ExitStatus, ProxyError
 from .handshake import HandshakeResponse
-from .reconnect import Reconnect, ReconnectingUpstream
 from .session import Retry, Session
 from .trace import Tap
 from .upstream import (
@@ -37,6 +35,12 @@ from .upstream import (
     UpstreamEnd,
     UpstreamListener,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    # --reconnect's machinery (continuity, pending, inflight) loads only for a relay that reconnects.
+    from .reconnect import Reconnect, ReconnectingUpstream
 
 __all__ = [
     "CLEAN_CLOSE_CODES",
@@ -141,6 +145,8 @@ class Relay:
         if reconnect is None:
             self.upstream = make_upstream(self, stream, response)
         else:
+            from .reconnect import ReconnectingUpstream
+
             self.upstream = ReconnectingUpstream(
                 self,
                 stream,

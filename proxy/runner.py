@@ -5,24 +5,26 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import trio
 
 from . import entry
 from .connect import connect, open_connection
-from .daemon import start_daemon
 from .ending import Ending
 from .entry import HANDLED_SIGNALS
 from .errors import ExitStatus, ProxyError, descriptor_limit_error
 from .handshake import HandshakeResponse
 from .jsonl import StdioEndpoint
 from .options import ProxyOptions
-from .raw import RawRelay
-from .reconnect import Reconnect
 from .relay import Relay
 from .session import Session
 from .stdio import StdinStream, StdoutStream, open_stdin, open_stdout
 from .trace import Tap
+
+if TYPE_CHECKING:  # --raw, --start and --reconnect load their modules only when given
+    from .raw import RawRelay
+    from .reconnect import Reconnect
 
 log = logging.getLogger("codex_appserver")
 
@@ -58,11 +60,20 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
 
             nursery.start_soon(watch_signals)
             tap: Tap | None = None
-            start = functools.partial(start_daemon, options.codex_bin, os.environ) if options.start else None
             try:
+                # --start's and --reconnect's modules load first, before the connection and stdio take
+                # descriptors: loading a module needs one (EMFILE, #9).
+                start = None
+                if options.start:
+                    from .daemon import start_daemon
+
+                    start = functools.partial(start_daemon, options.codex_bin, os.environ)
+                reconnect = reconnect_options(options)
                 tap = Tap.open(options.trace, log_messages=log.isEnabledFor(logging.DEBUG))
                 tap.event("connect", target=str(options.target))
                 if options.raw:
+                    from .raw import RawRelay
+
                     stream = await connect(options.target, options.connect_timeout, options.wait, start)
                     assert isinstance(stream, trio.abc.HalfCloseableStream)  # --raw is for the Unix socket
                     async with stream, _stdio(stdin_fd, stdout_fd) as (stdin, stdout):
@@ -74,7 +85,8 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
                     )
                     tap.event("handshake", status=101, headers=dict(response.headers))
                     async with stream, _stdio(stdin_fd, stdout_fd) as (stdin, stdout):
-                        relay = proxy_relay(options, stream, response, StdioEndpoint(options, stdin, stdout), tap)
+                        endpoint = StdioEndpoint(options, stdin, stdout)
+                        relay = proxy_relay(options, stream, response, endpoint, tap, reconnect)
                         result = await relay.run()
                 ending = ending or result
             except ProxyError as exc:
@@ -94,9 +106,15 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
 
 
 def proxy_relay(
-    options: ProxyOptions, stream: trio.abc.Stream, response: HandshakeResponse, endpoint: StdioEndpoint, tap: Tap
+    options: ProxyOptions,
+    stream: trio.abc.Stream,
+    response: HandshakeResponse,
+    endpoint: StdioEndpoint,
+    tap: Tap,
+    reconnect: Reconnect | None,
 ) -> Relay:
-    """The relay of one ``proxy`` run: stdio downstream, the session's bookkeeping, the options' limits."""
+    """The relay of one ``proxy`` run: stdio downstream, the session's bookkeeping, the options' limits, and
+    *reconnect* (:func:`reconnect_options`)."""
     return Relay(
         endpoint,
         stream,
@@ -108,7 +126,7 @@ def proxy_relay(
         close_timeout=options.close_timeout,
         session=Session(overload_retries=options.overload_retries, until=options.until),
         tap=tap,
-        reconnect=reconnect_options(options),
+        reconnect=reconnect,
     )
 
 
@@ -117,6 +135,7 @@ def reconnect_options(options: ProxyOptions) -> Reconnect | None:
     is one try, the reconnect loop paces them), or None without ``--reconnect``."""
     if not options.reconnect:
         return None
+    from .reconnect import Reconnect
 
     async def connect_again() -> tuple[trio.abc.Stream, HandshakeResponse]:
         return await open_connection(options.target, options.connect_timeout)

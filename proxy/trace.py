@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import stat
@@ -112,6 +111,8 @@ class Tap:
         if self._log_messages:
             log.debug("%s%s %d bytes: %s", self._label, direction, len(data), describe(envelope))
         if self._trace is not None:
+            import json  # loaded only with --trace (start-up does without json); then a lookup in sys.modules
+
             body: bytes | bytearray
             if envelope is None:
                 body = json.dumps(data.decode("utf-8", "surrogatepass"), ensure_ascii=False).encode(
@@ -143,6 +144,8 @@ class Tap:
             self._trace = None
 
     def _write(self, record: dict[str, object]) -> None:
+        import json  # see message()
+
         text = SECRETS(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
         self._write_parts(text.encode("utf-8", "surrogatepass"), b"\n")
 

@@ -86,7 +86,7 @@ def test_path_options_complete_file_names(option: str) -> None:
 
 
 def test_the_path_options_are_exactly_the_click_paths() -> None:
-    command = main.commands["proxy"]
+    command = main.all_commands()["proxy"]
     paths = {
         flag
         for param in command.params

@@ -30,7 +30,7 @@ def test_help_lists_every_exit_status(command: str) -> None:
 
 
 def test_readme_documents_every_option() -> None:
-    command = main.commands["proxy"]
+    command = main.all_commands()["proxy"]
     for param in command.params:
         if isinstance(param, click.Option) and param.name != "help":
             for flag in param.opts:
@@ -39,7 +39,7 @@ def test_readme_documents_every_option() -> None:
 
 def test_readme_serve_table_has_every_serve_option() -> None:
     section = README.split("### `serve` options", 1)[1].split("\n## ", 1)[0]
-    for param in main.commands["serve"].params:
+    for param in main.all_commands()["serve"].params:
         if isinstance(param, click.Option) and param.name != "help":
             for flag in param.opts:
                 assert f"`{flag}" in section, f"{flag} is not in the README's serve options"
@@ -47,10 +47,10 @@ def test_readme_serve_table_has_every_serve_option() -> None:
 
 def test_readme_serve_commands_use_real_options() -> None:
     section = README.split("## Share the daemon with other devices", 1)[1].split("\n## ", 1)[0]
-    serve_flags = {flag for param in main.commands["serve"].params for flag in getattr(param, "opts", [])}
-    devices = main.commands["serve"].commands["devices"]  # type: ignore[attr-defined]
+    serve_flags = {flag for param in main.all_commands()["serve"].params for flag in getattr(param, "opts", [])}
+    devices = main.all_commands()["serve"].commands["devices"]  # type: ignore[attr-defined]
     serve_flags |= {flag for command in devices.commands.values() for p in command.params for flag in p.opts}
-    proxy_flags = {flag for param in main.commands["proxy"].params for flag in getattr(param, "opts", [])}
+    proxy_flags = {flag for param in main.all_commands()["proxy"].params for flag in getattr(param, "opts", [])}
     for line in section.splitlines():
         for command, flags in (("codex-appserver serve", serve_flags), ("codex-appserver proxy", proxy_flags)):
             if command in line:

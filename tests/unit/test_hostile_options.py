@@ -18,7 +18,7 @@ NON_FINITE = ["nan", "NaN", "inf", "-inf", "Infinity", "+inf", "1e999"]
 
 def parse(*args: str) -> click.Context:
     """Parse the proxy command's options only (nothing runs)."""
-    command = main.commands["proxy"]
+    command = main.all_commands()["proxy"]
     return command.make_context("proxy", list(args))
 
 

@@ -149,11 +149,11 @@ SERVE = Page.read(SERVE_PAGE)
 
 
 def page_of(command: click.Command) -> Page:
-    return GROUP if command is main else SERVE if command is main.commands["serve"] else PROXY
+    return GROUP if command is main else SERVE if command is main.all_commands()["serve"] else PROXY
 
 
 COMMANDS: list[tuple[str, click.Command]] = [("codex-appserver", main)] + [
-    (f"codex-appserver {name}", command) for name, command in main.commands.items()
+    (f"codex-appserver {name}", command) for name, command in main.all_commands().items()
 ]
 
 # -- what the code says -----------------------------------------------------------------------------------
@@ -257,8 +257,8 @@ def test_sizes_in_parentheses_match_the_byte_counts(page: Page) -> None:
 
 
 def test_the_group_page_lists_every_command_and_each_has_a_page() -> None:
-    assert [tag for tag, _ in GROUP.entries("COMMANDS")] == sorted(main.commands)
-    for name in main.commands:
+    assert [tag for tag, _ in GROUP.entries("COMMANDS")] == sorted(main.all_commands())
+    for name in main.all_commands():
         assert (MAN / f"codex-appserver-{name}.1").is_file()
         assert f"codex-appserver-{name}(1)" in GROUP.text("COMMANDS")
 

@@ -20,7 +20,7 @@ from .test_manpage import MAN, Page, documented_default, has_default, mandoc, op
 
 PAGE_PATH = MAN / "codex-appserver-serve-devices.1"
 PAGE = Page.read(PAGE_PATH)
-DEVICES = main.commands["serve"].commands["devices"]  # type: ignore[attr-defined]
+DEVICES = main.all_commands()["serve"].commands["devices"]  # type: ignore[attr-defined]
 COMMANDS: list[tuple[str, click.Command]] = [("codex-appserver serve devices", DEVICES)] + [
     (f"codex-appserver serve devices {name}", command) for name, command in DEVICES.commands.items()
 ]

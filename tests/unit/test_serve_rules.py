@@ -228,5 +228,5 @@ def test_readyz_is_a_probe() -> None:
 @pytest.mark.parametrize("option", ["--ping-interval", "--ping-timeout", "--wait"])
 def test_serve_refuses_non_finite_seconds(option: str, value: str) -> None:
     with pytest.raises(click.BadParameter) as caught:
-        main.commands["serve"].make_context("serve", [option, value])
+        main.all_commands()["serve"].make_context("serve", [option, value])
     assert caught.value.exit_code == 2
