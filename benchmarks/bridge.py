@@ -40,6 +40,8 @@ T = TypeVar("T")
 LISTENING = re.compile(rb"codex-appserver: listening on ws://(?P<host>[^/\s]+):(?P<port>\d+)(?P<path>/\S*)")
 #: Seconds between looks at a starting bridge (its stderr, its port).
 POLL_SECONDS = 0.005
+#: Starts of a bridge given a free port before its failure to listen fails the run.
+START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -89,13 +91,10 @@ class BridgeTool:
     @contextlib.contextmanager
     def running(self, sock: str) -> Iterator[tuple[int, Address]]:
         """Start the bridge and wait until it listens; on leaving, SIGTERM it and check how it ended."""
-        port = 0 if self._picks_port else free_port()
         with tempfile.TemporaryFile() as stderr:
-            proc = subprocess.Popen(
-                list(self._argv(sock, port)), stdin=subprocess.DEVNULL, stderr=stderr, env=self._env
-            )
+            proc, address = self._start(sock, stderr)
             try:
-                yield proc.pid, self._ready(proc, stderr, port)
+                yield proc.pid, address
                 proc.send_signal(signal.SIGTERM)
                 try:
                     status = proc.wait(STALL_SECONDS)
@@ -104,9 +103,26 @@ class BridgeTool:
                 if self._clean_exit and status != 0:
                     raise BenchFailure(f"{self.name}: exit status {status} after SIGTERM: {_tail(stderr)}")
             finally:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
+                _stop(proc)
+
+    def _start(self, sock: str, stderr: IO[bytes]) -> tuple[subprocess.Popen[bytes], Address]:
+        # A port found free may be taken before the bridge binds it (by any process): then try another.
+        for attempt in range(START_ATTEMPTS):
+            stderr.seek(0)
+            stderr.truncate()
+            port = 0 if self._picks_port else free_port()
+            argv = list(self._argv(sock, port))
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=stderr, env=self._env)
+            try:
+                return proc, self._ready(proc, stderr, port)
+            except ExitedEarly:
+                _stop(proc)
+                if self._picks_port or attempt + 1 == START_ATTEMPTS:
+                    raise
+            except BaseException:
+                _stop(proc)
+                raise
+        raise AssertionError("unreachable")
 
     def measure(
         self,
@@ -141,6 +157,16 @@ class BridgeTool:
         return None
 
 
+class ExitedEarly(BenchFailure):
+    """The bridge exited before it listened (for one given a port: maybe taken meanwhile)."""
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (for a bridge that cannot pick its own)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -161,7 +187,7 @@ def _wait(proc: subprocess.Popen[bytes], stderr: IO[bytes], name: str, check: Ca
         if found is not None:
             return found
         if proc.poll() is not None:
-            raise BenchFailure(f"{name}: exited with status {proc.returncode} before listening: {_tail(stderr)}")
+            raise ExitedEarly(f"{name}: exited with status {proc.returncode} before listening: {_tail(stderr)}")
         time.sleep(POLL_SECONDS)
     raise BenchFailure(f"{name}: not listening {STALL_SECONDS:g} s after its start")
 

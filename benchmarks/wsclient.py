@@ -36,7 +36,7 @@ class Direct:
     :param headers: extra request headers; their values never appear in an error message.
     :param name: the client's name in error messages.
     :param stall_seconds: no frames for this long while bytes are owed raises :class:`Stalled`.
-    :raises BenchFailure: the connection or the handshake failed.
+    :raises BenchFailure: the connection or the handshake failed (:class:`Stalled`: no answer in time).
     """
 
     def __init__(
@@ -51,6 +51,7 @@ class Direct:
         self._stall = stall_seconds
         family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
+        self._sock.settimeout(stall_seconds)  # for the connection and the opening handshake only
         try:
             self._sock.connect(address)
             if family == socket.AF_INET:
@@ -62,6 +63,9 @@ class Direct:
                 if not more:
                     raise BenchFailure(f"{name}: the server closed during the opening handshake")
                 response += more
+        except TimeoutError:
+            self._sock.close()
+            raise Stalled(f"{name}: no answer to the opening handshake within {stall_seconds:g} s") from None
         except OSError as exc:
             self._sock.close()
             raise BenchFailure(f"{name}: cannot connect: {exc}") from None
@@ -73,6 +77,7 @@ class Direct:
             status_line = response.split(b"\r\n", 1)[0]  # only the status line: the request's token stays out
             raise BenchFailure(f"{name}: handshake refused: {status_line!r}")
         self._pending = response.split(b"\r\n\r\n", 1)[1]
+        self._sock.settimeout(None)
 
     def close(self) -> None:
         """Close the socket; a send blocked in another thread gets an error instead of hanging."""
