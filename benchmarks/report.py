@@ -164,7 +164,8 @@ def _table(rows: list[dict[str, Any]], clients: list[str], head: list[str], shar
         target = "—"
         if row["target"] is not None:
             sign = "≥" if row["higher_is_better"] else "≤"
-            target = f"{sign} {row['target']:g}{TIMES} {'ok' if row['holds'] else 'MISSED'}"
+            verdict = "no ratio" if row["holds"] is None else "ok" if row["holds"] else "MISSED"
+            target = f"{sign} {row['target']:g}{TIMES} {verdict}"
         lines.append(f"| {row['label']} | {' | '.join(cells)} | {ratio} | {target} |")
     cells = [f"{shares[c] * 100:.0f}% of a core" if c in shares else "—" for c in clients]
     lines.append(f"| echo server CPU share (max) | {' | '.join(cells)} | — | — |")
