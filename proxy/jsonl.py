@@ -18,11 +18,13 @@ import trio
 
 from .ending import Ending, stdout_failure
 from .errors import ExitStatus, ProxyError, reason_of
+from .fdio import direct_writer
 from .lines import LineSplitter, LineTooLong, line_pieces, message_line
 from .options import MiB, ProxyOptions
 from .outbox import Outbox
 from .session import BadLine
 from .spool import Spool
+from .stdio import FINISH_PIECE_SECONDS
 from .upstream import NORMAL_CLOSURE, Text
 
 if TYPE_CHECKING:
@@ -32,10 +34,14 @@ log = logging.getLogger("codex_appserver")
 
 #: Bytes asked for per read of stdin.
 RECEIVE_BYTES = 256 * 1024
-#: Output for stdout kept in memory before it goes to the spool file, in bytes.
-STDOUT_MEMORY_BYTES = 8 * MiB
+#: Output for stdout kept in memory before it goes to the spool file, in bytes (most of the streaming RSS above
+#: the interpreter's when stdout's reader lags: 8 MiB cost 4-6 MiB of peak RSS more than 2 MiB).
+STDOUT_MEMORY_BYTES = 2 * MiB
+#: While stdout has more than STDOUT_MEMORY_BYTES queued, stdin is read at most once per this many seconds
+#: unless stdout catches up first.
+STDOUT_CATCH_UP_SECONDS = 0.02
 #: stdout is written in pieces of about this many bytes, each ending at a line end.
-STDOUT_WRITE_BYTES = 64 * 1024
+STDOUT_WRITE_BYTES = 1 * MiB
 
 
 class StdioEndpoint:
@@ -47,7 +53,11 @@ class StdioEndpoint:
         self._options = options
         self._stdin = stdin
         self._stdout = stdout
-        self._to_stdout = Outbox(STDOUT_MEMORY_BYTES, Spool(options.spool_limit, options.spool_dir))
+        # Lines are written at once in the task that receives them, when stdout takes them (no task switch, no
+        # wake-up); the writer task takes what stdout did not, beginning with the rest of a line cut short.
+        self._to_stdout = Outbox(
+            STDOUT_MEMORY_BYTES, Spool(options.spool_limit, options.spool_dir), write_now=direct_writer(stdout)
+        )
         self._stdin_scope = trio.CancelScope()
 
     async def run(self, relay: Relay) -> None:
@@ -73,6 +83,8 @@ class StdioEndpoint:
             splitter = LineSplitter(self._options.max_message_size)
             while True:
                 await upstream.wait_writable()
+                if len(self._to_stdout) >= STDOUT_MEMORY_BYTES:
+                    await self._let_stdout_catch_up()
                 try:
                     chunk = await self._stdin.receive_some(RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -86,13 +98,32 @@ class StdioEndpoint:
                 return
             await self._relay.drain(f"stdin EOF after {splitter.line_count} lines", self._options.drain_timeout)
 
+    async def _let_stdout_catch_up(self) -> None:
+        """Give stdout's reader up to :data:`STDOUT_CATCH_UP_SECONDS` to take the output queued for it before
+        reading more stdin: a client that reads its stdout, only slower than the app-server answers, then paces
+        its requests instead of sending the output through the spool file (a write and a read of every byte).
+        A client that never reads is only slowed, never stalled: it may write all its requests before it reads.
+        """
+        with trio.move_on_after(STDOUT_CATCH_UP_SECONDS):
+            await self._to_stdout.wait_below(STDOUT_MEMORY_BYTES)
+
     def _forward(self, items: list[tuple[int, bytes | bytearray] | LineTooLong]) -> bool:
-        """Send the lines as text messages; False once nothing more may be sent."""
+        """Send the lines as text messages, in one write to the socket; False once nothing more may be sent."""
+        upstream = self._relay.upstream
+        upstream.cork()
+        try:
+            return self._forward_lines(items)
+        finally:
+            upstream.uncork()
+
+    def _forward_lines(self, items: list[tuple[int, bytes | bytearray] | LineTooLong]) -> bool:
         relay = self._relay
         upstream = relay.upstream
         session = relay.session
         assert session is not None
-        for item in items:
+        items.reverse()  # taken from the end, so that each line is freed once it is framed (big lines)
+        while items:
+            item = items.pop()
             if not upstream.open:
                 return False
             if isinstance(item, LineTooLong):
@@ -100,8 +131,8 @@ class StdioEndpoint:
                 if not self._bad_line(BadLine(item.number, reason)):
                     return False
                 continue
-            number, line = item
-            text = session.outgoing(number, line)
+            text = session.outgoing(*item)
+            del item
             if isinstance(text, BadLine):
                 if not self._bad_line(text):
                     return False
@@ -109,6 +140,7 @@ class StdioEndpoint:
             if session.notice is not None:
                 log.warning("%s", session.notice)
             relay.forward(text)
+            del text
         relay.tap.flush()
         return upstream.open
 
@@ -128,23 +160,42 @@ class StdioEndpoint:
         self._to_stdout.put(lines[0] if len(lines) == 1 else b"".join(lines))  # one line: no copy to join
 
     async def _write_stdout(self) -> None:
+        try:
+            await self._write_stdout_pieces()
+        except trio.Cancelled:
+            # A line a direct write began must still end whole (issue 9 #11), even now.
+            rest = self._to_stdout.take_line_rest()
+            if rest:
+                await self._send_whole(rest)
+            raise
+
+    async def _write_stdout_pieces(self) -> None:
+        outbox = self._to_stdout
         while True:
             try:
-                data = await self._to_stdout.take()
+                data = await outbox.take()
             except ProxyError as exc:  # the spool file cannot be read back (issue 9 #1)
-                self._to_stdout.close()
+                outbox.close()
                 self._relay.downstream_failed(Ending(exc.status, exc.message))
                 return
             try:
-                for piece in line_pieces(data, STDOUT_WRITE_BYTES):
-                    await self._stdout.send_all(piece)
-                    if self._to_stdout.abandoned:
-                        break  # stop at a line end: stdout never gets half a line
+                if outbox.line_rest:  # the rest of a line a direct write began: whole, even when cancelled
+                    await self._send_whole(data)
+                else:
+                    for piece in line_pieces(data, STDOUT_WRITE_BYTES):
+                        await self._stdout.send_all(piece)
+                        if outbox.abandoned:
+                            break  # stop at a line end: stdout never gets half a line
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._to_stdout.close()
+                outbox.close()
                 self._relay.downstream_failed(stdout_failure(exc))
                 return
-            self._to_stdout.done()
+            outbox.done()
+
+    async def _send_whole(self, data: bytes | bytearray) -> None:
+        """Write *data* shielded from cancellation, for up to :data:`~proxy.stdio.FINISH_PIECE_SECONDS`."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + FINISH_PIECE_SECONDS):
+            await self._stdout.send_all(data)
 
     # -- ending ----------------------------------------------------------------------------------------
 

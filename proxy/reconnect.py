@@ -116,6 +116,7 @@ class ReconnectingUpstream:
         self._generation = 0
         self._stream = stream
         self._upstream = self._new_upstream(stream, response)
+        self._corked: Upstream | None = None
         self._closing = False
         self._gave_up = False
         self._lost = trio.Event()  # the current connection is lost (or its replay failed)
@@ -145,6 +146,17 @@ class ReconnectingUpstream:
     def send_text(self, text: Text) -> None:
         """Send one message from the client now, or hold it while the session is being restored."""
         self._apply(self._continuity.client_message(text))
+
+    def cork(self) -> None:
+        """As :meth:`Upstream.cork`, on the current connection."""
+        self._corked = self._upstream
+        self._corked.cork()
+
+    def uncork(self) -> None:
+        """As :meth:`Upstream.uncork`, on the connection :meth:`cork` corked."""
+        if self._corked is not None:
+            self._corked.uncork()
+            self._corked = None
 
     async def wait_writable(self) -> None:
         """Wait until the connection takes more, or, while reconnecting, until fewer than

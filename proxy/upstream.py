@@ -164,6 +164,15 @@ class Upstream:
         for piece, last in text_fragments(text, self._frame_limit):
             self._send(TextMessage(data=piece, message_finished=last))
 
+    def cork(self) -> None:
+        """Gather the frames of the next :meth:`send_text` calls until :meth:`uncork`: one write for all of them
+        (a write per message cost a fifth of the proxy's CPU at 100 B)."""
+        self._outbox.cork()
+
+    def uncork(self) -> None:
+        """Write what was gathered since :meth:`cork`."""
+        self._outbox.uncork()
+
     def _send(self, event: Event) -> None:
         self._outbox.put(self._ws.send(event))
 

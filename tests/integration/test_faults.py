@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 from pathlib import Path
 
@@ -196,6 +197,36 @@ async def test_stalled_reader_gigabyte_is_spooled_in_order_with_bounded_memory(
     assert codes == [1000]
     assert 0 < peak[0] < 64 * 1024, f"peak RSS {peak[0]} KiB"
     assert os.listdir(spool_dir) == []
+
+
+async def test_a_client_that_writes_everything_before_it_reads_is_never_stalled(tmp_path: Path) -> None:
+    """16 MiB of requests written while stdout stays unread: their responses are owed to stdout, far more than
+    the 2 MiB the proxy keeps in memory. Stdin gives stdout time to catch up (STDOUT_CATCH_UP_SECONDS), but
+    never waits for it: the whole input is taken, then every response comes out in order and the proxy exits 0."""
+    pad = "p" * (16 * 1024)
+    count = 1024  # 16 MiB each way
+    requests = b"".join(
+        b'{"id":%d,"method":"test/echo","params":{"pad":"%s"}}\n' % (n, pad.encode()) for n in range(count)
+    )
+    responses = b"".join(b'{"id":%d,"result":{"pad":"%s"}}\n' % (n, pad.encode()) for n in range(count))
+
+    async def answer(conn: ScriptedConnection) -> None:
+        await conn.accept()
+        while (message := await conn.receive_message()) is not None:
+            assert isinstance(message, str)
+            request = json.loads(message)
+            await conn.send_text(compact({"id": request["id"], "result": request["params"]}))
+
+    with trio.fail_after(GUARD):
+        async with open_scripted_server(tmp_path, answer) as server, running_proxy(sock_args(server)) as proxy:
+            await proxy.send(requests)  # returns once the proxy has read all of it
+            await proxy.close_stdin()
+            ended = await finish(proxy)
+            await server.wait_handled()
+    result = finished(proxy, ended)
+    assert result.status == 0, result.stderr_text
+    assert result.stdout == responses
+    assert result.stderr == b""
 
 
 # -- 2. --spool-limit ------------------------------------------------------------------------------------------
