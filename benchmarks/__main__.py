@@ -1,4 +1,5 @@
-"""``python -m benchmarks``: codex-appserver proxy vs websocat vs a direct client, on one C echo server.
+"""``python -m benchmarks``: codex-appserver proxy vs websocat vs a direct client, on one C echo server; and
+``codex-appserver serve`` vs websocat as WebSocket-to-WebSocket bridges, one client each, on the same server.
 
 Prints progress and a Markdown table of medians on stderr/stdout and writes every sample as JSON. Exits 1
 when any byte came back wrong (lost, split, reordered, extra or held back), 2 on a usage error.
@@ -17,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .bridge import bridge_tools
 from .clients import BenchFailure
 from .echo import echo_server
 from .report import summarize, table
@@ -47,6 +49,7 @@ def main() -> int:
     parser.add_argument("--repetitions", type=int, help="override the mode's repetitions (at least 3 for a report)")
     parser.add_argument("--json", type=Path, default=Path("benchmark-results.json"), help="where to write the JSON")
     parser.add_argument("--no-websocat", action="store_true", help="run without websocat (no ratios)")
+    parser.add_argument("--no-serve", action="store_true", help="skip the serve bridge case")
     parser.add_argument("--table", type=Path, metavar="JSON", help="print the table of an earlier run's JSON; no run")
     args = parser.parse_args()
     if args.table:
@@ -68,8 +71,9 @@ def main() -> int:
     compile_proxy()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="codex-bench-") as folder, echo_server(Path(folder)) as echo:
+        bridges = [] if args.no_serve else bridge_tools(bin_dir, websocat, Path(folder))
         try:
-            samples = run_bench(mode, echo, pipe_tools, sys.executable)
+            samples = run_bench(mode, echo, pipe_tools, sys.executable, bridges)
         except BenchFailure as exc:
             print(f"benchmarks: FAILED: {exc}", file=sys.stderr)
             return 1

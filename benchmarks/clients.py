@@ -12,7 +12,6 @@ import fcntl
 import os
 import select
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -24,6 +23,11 @@ from .procfs import cpu_seconds, peak_rss_bytes
 
 #: No output for this long while bytes are still owed fails the run, in seconds.
 STALL_SECONDS = 30.0
+#: websocat 1.13 sometimes stops sending for good after a partial write of a frame larger than the socket
+#: buffer (it waits on epoll and never retries the write): such an attempt is given up after this long, in
+#: seconds, and retried; a case that stalls on every attempt is recorded as None ("stalled").
+WEBSOCAT_STALL_SECONDS = 5.0
+WEBSOCAT_ATTEMPTS = 3
 #: Bytes per write to the tool's stdin, and per read of its stdout or the socket.
 WRITE_BYTES = 1 << 20
 READ_BYTES = 4 << 20
@@ -72,7 +76,7 @@ def check_chunks(read: Callable[[], bytes], expected: bytes, name: str) -> None:
         pos = end
 
 
-def _writer(write: Callable[[memoryview], int], data: bytes, errors: list[BaseException]) -> threading.Thread:
+def start_writer(write: Callable[[memoryview], int], data: bytes, errors: list[BaseException]) -> threading.Thread:
     def run() -> None:
         view = memoryview(data)
         try:
@@ -152,7 +156,7 @@ class Running:
         cpu = cpu_seconds(self.proc.pid)
         echo_cpu = cpu_seconds(echo_pid)
         start = time.perf_counter()
-        thread = _writer(lambda view: os.write(self._stdin, view), data, errors)
+        thread = start_writer(lambda view: os.write(self._stdin, view), data, errors)
         check_chunks(self.read, data, self.name)
         seconds = time.perf_counter() - start
         result = Stream(
@@ -195,65 +199,3 @@ class Running:
             assert hasattr(stderr, "seek") and hasattr(stderr, "read")
             stderr.seek(0)
             raise BenchFailure(f"{self.name}: exit status {status}: {stderr.read().decode(errors='replace')}")
-
-
-# -- the direct client, no proxy: the limit ---------------------------------------------------------------
-
-UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-class Direct:
-    """A WebSocket client in this process, sending pre-built frames: what the echo server can do at most."""
-
-    name = "direct"
-
-    def __init__(self, sock: str) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(sock)
-        self._sock.sendall(UPGRADE)
-        response = b""
-        while b"\r\n\r\n" not in response:
-            more = self._sock.recv(4096)
-            if not more:
-                raise BenchFailure("direct: the echo server closed during the handshake")
-            response += more
-        if not response.startswith(b"HTTP/1.1 101 "):
-            raise BenchFailure(f"direct: handshake refused: {response[:60]!r}")
-        self._pending = response.split(b"\r\n\r\n", 1)[1]
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def read(self) -> bytes:
-        if self._pending:
-            data, self._pending = self._pending, b""
-            return data
-        ready, _, _ = select.select([self._sock], [], [], STALL_SECONDS)
-        if not ready:
-            raise Stalled(f"direct: no frames for {STALL_SECONDS:g} s while bytes are owed")
-        return self._sock.recv(READ_BYTES)
-
-    def stream(self, frames: bytes, expected: bytes, echo_pid: int) -> Stream:
-        errors: list[BaseException] = []
-        echo_cpu = cpu_seconds(echo_pid)
-        start = time.perf_counter()
-        thread = _writer(self._sock.send, frames, errors)
-        check_chunks(self.read, expected, self.name)
-        seconds = time.perf_counter() - start
-        result = Stream(seconds, None, cpu_seconds(echo_pid) - echo_cpu, None)
-        thread.join()
-        if errors:
-            raise BenchFailure(f"direct: sending failed: {errors[0]}")
-        return result
-
-    def round_trips(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[float]:
-        times = []
-        for frame, back in pairs:
-            start = time.perf_counter()
-            self._sock.sendall(frame)
-            check_chunks(self.read, back, self.name)
-            times.append(time.perf_counter() - start)
-        return times

@@ -1,9 +1,14 @@
-"""The benchmark's summary: medians per client, medians of per-repetition ratios, the issue-14 targets."""
+"""The benchmark's summary: medians per client, medians of per-repetition ratios, the issue-14 targets.
+
+Two tables: the stdio proxy (``proxy`` against ``websocat``, the direct client and the import floor), and, when
+the bridge case ran, ``serve`` against ``websocat-bridge`` (one WebSocket client through each bridge), with the
+proxy's targets shown for comparison.
+"""
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .run import SIZES, Samples
@@ -50,6 +55,15 @@ ROWS = [
 ]
 CLIENTS = ["direct", "floor", "websocat", "proxy"]
 
+SERVE = "serve"
+SERVE_REFERENCE = "websocat-bridge"
+SERVE_CLIENTS = [SERVE_REFERENCE, SERVE]
+#: The bridge case's rows: what the bridge measures, ratios to websocat as a bridge; targets as for the proxy.
+SERVE_ROWS = [
+    *(replace(row, reference=SERVE_REFERENCE) for row in ROWS if row.reference == "websocat"),
+    Row("peak RSS streaming (max of sizes)", "peak_rss_stream", "MiB", 1 / MiB, SERVE_REFERENCE, None, False),
+]
+
 
 def _values(samples: Samples, client: str, metric: str) -> list[float | None]:
     """One value per repetition; None where the client stalled."""
@@ -66,40 +80,40 @@ def _present(values: list[float | None]) -> list[float]:
     return [v for v in values if v is not None]
 
 
-def _ratio(samples: Samples, row: Row) -> float | None:
-    ours, theirs = _values(samples, "proxy", row.metric), _values(samples, row.reference, row.metric)
+def _ratio(samples: Samples, row: Row, ours_name: str) -> float | None:
+    ours, theirs = _values(samples, ours_name, row.metric), _values(samples, row.reference, row.metric)
     if len(ours) != len(theirs):
         return None
     ratios = [a / b for a, b in zip(ours, theirs, strict=True) if a is not None and b]
     return statistics.median(ratios) if ratios else None
 
 
+def _summary_row(samples: Samples, row: Row, ours: str, clients: list[str]) -> dict[str, Any]:
+    medians = {
+        client: statistics.median(values) * row.scale
+        for client in clients
+        if (values := _present(_values(samples, client, row.metric)))
+    }
+    ratio = _ratio(samples, row, ours)
+    holds = None
+    if row.target is not None and ratio is not None:
+        holds = ratio >= row.target if row.higher_is_better else ratio <= row.target
+    return {
+        "label": row.label,
+        "metric": row.metric,
+        "unit": row.unit,
+        "medians": medians,
+        "ratio": ratio,
+        "ratio_to": row.reference,
+        "target": row.target,
+        "higher_is_better": row.higher_is_better,
+        "holds": holds,
+    }
+
+
 def summarize(samples: Samples, big_message: int) -> dict[str, Any]:
     """Medians, ratios and targets as plain data (the JSON output and the table both come from it)."""
-    rows = []
-    for row in ROWS:
-        medians = {
-            client: statistics.median(values) * row.scale
-            for client in CLIENTS
-            if (values := _present(_values(samples, client, row.metric)))
-        }
-        ratio = _ratio(samples, row)
-        holds = None
-        if row.target is not None and ratio is not None:
-            holds = ratio >= row.target if row.higher_is_better else ratio <= row.target
-        rows.append(
-            {
-                "label": row.label,
-                "metric": row.metric,
-                "unit": row.unit,
-                "medians": medians,
-                "ratio": ratio,
-                "ratio_to": row.reference,
-                "target": row.target,
-                "higher_is_better": row.higher_is_better,
-                "holds": holds,
-            }
-        )
+    rows = [_summary_row(samples, row, "proxy", CLIENTS) for row in ROWS]
     big = _present(_values(samples, "proxy", "peak_rss_big"))
     floor = _present(_values(samples, "floor", "peak_rss"))
     if big and len(big) == len(floor):
@@ -125,10 +139,13 @@ def summarize(samples: Samples, big_message: int) -> dict[str, Any]:
             for v in values
             if v is not None
         )
-        for client in ("direct", "websocat", "proxy")
+        for client in ("direct", "websocat", "proxy", *SERVE_CLIENTS)
         if client in samples
     }
-    return {"rows": rows, "echo_server_cpu_share_max": echo}
+    summary: dict[str, Any] = {"rows": rows, "echo_server_cpu_share_max": echo}
+    if SERVE in samples:
+        summary["serve_rows"] = [_summary_row(samples, row, SERVE, SERVE_CLIENTS) for row in SERVE_ROWS]
+    return summary
 
 
 def _number(value: float) -> str:
@@ -139,21 +156,34 @@ def _number(value: float) -> str:
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
-def table(summary: dict[str, Any]) -> str:
-    """A Markdown table of medians with the proxy's ratios and whether each target holds."""
-    lines = [
-        "| metric | direct (limit) | import floor | websocat | proxy | ratio | target |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in summary["rows"]:
-        cells = [f"{_number(row['medians'][c])} {row['unit']}" if c in row["medians"] else "—" for c in CLIENTS]
+def _table(rows: list[dict[str, Any]], clients: list[str], head: list[str], shares: dict[str, float]) -> list[str]:
+    lines = [f"| metric | {' | '.join(head)} | ratio | target |", "|---" * (len(head) + 3) + "|"]
+    for row in rows:
+        cells = [f"{_number(row['medians'][c])} {row['unit']}" if c in row["medians"] else "—" for c in clients]
         ratio = "—" if row["ratio"] is None else f"{row['ratio']:.2f}{TIMES} {row['ratio_to']}"
         target = "—"
         if row["target"] is not None:
             sign = "≥" if row["higher_is_better"] else "≤"
-            target = f"{sign} {row['target']:g}{TIMES} {'ok' if row['holds'] else 'MISSED'}"
+            verdict = "no ratio" if row["holds"] is None else "ok" if row["holds"] else "MISSED"
+            target = f"{sign} {row['target']:g}{TIMES} {verdict}"
         lines.append(f"| {row['label']} | {' | '.join(cells)} | {ratio} | {target} |")
-    shares = summary["echo_server_cpu_share_max"]
-    cells = [f"{shares[c] * 100:.0f}% of a core" if c in shares else "—" for c in CLIENTS]
+    cells = [f"{shares[c] * 100:.0f}% of a core" if c in shares else "—" for c in clients]
     lines.append(f"| echo server CPU share (max) | {' | '.join(cells)} | — | — |")
+    return lines
+
+
+def table(summary: dict[str, Any]) -> str:
+    """Markdown tables of medians with the ratios and whether each target holds: the proxy's, then (when the
+    bridge case ran) serve's, whose targets are the proxy's, shown for comparison."""
+    shares = summary["echo_server_cpu_share_max"]
+    head = ["direct (limit)", "import floor", "websocat", "proxy"]
+    lines = _table(summary["rows"], CLIENTS, head, shares)
+    if summary.get("serve_rows"):
+        lines += [
+            "",
+            "serve bridge: one WebSocket client through the bridge to the same echo server (ratio: serve / websocat "
+            "as a WebSocket-to-WebSocket bridge; targets as for the proxy)",
+            "",
+            *_table(summary["serve_rows"], SERVE_CLIENTS, ["websocat bridge", "serve"], shares),
+        ]
     return "\n".join(lines)

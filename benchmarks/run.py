@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from . import workload
-from .clients import BenchFailure, Direct, PipeTool, Running, Stalled, Stream
+from .bridge import BridgeTool
+from .clients import WEBSOCAT_ATTEMPTS, WEBSOCAT_STALL_SECONDS, BenchFailure, PipeTool, Running, Stalled, Stream
 from .echo import EchoServer
+from .wsclient import Direct
 
 T = TypeVar("T")
 
@@ -33,13 +35,10 @@ FLOOR_IMPORTS = "import trio, wsproto, h11, click"
 PRINT_PEAK_RSS = "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))"
 
 
-#: websocat 1.13 sometimes stops sending for good after a partial write of a frame larger than the socket
-#: buffer (it waits on epoll and never retries the write): such an attempt is given up after this long, in
-#: seconds, and retried; a case that stalls on every attempt is recorded as None ("stalled").
-WEBSOCAT_STALL_SECONDS = 5.0
-WEBSOCAT_ATTEMPTS = 3
-#: A line sent and checked before each stream is timed, so that the time excludes startup and connect.
+#: A line (a frame, for the clients in this process) sent and checked before each stream is timed, so that the
+#: time excludes startup and connect.
 WARM_UP = workload.line(ROUND_TRIP_BYTES, -1) + b"\n"
+WARM_UP_FRAMES = workload.frames(ROUND_TRIP_BYTES, 1, -1)
 
 
 @dataclass(frozen=True)
@@ -108,10 +107,13 @@ def tools(python: str, bin_dir: Path, websocat: str | None) -> list[PipeTool]:
 class Bench:
     """One benchmark run against one echo server."""
 
-    def __init__(self, mode: Mode, echo: EchoServer, pipe_tools: list[PipeTool], python: str) -> None:
+    def __init__(
+        self, mode: Mode, echo: EchoServer, pipe_tools: list[PipeTool], python: str, bridges: list[BridgeTool]
+    ) -> None:
         self.mode = mode
         self.echo = echo
         self.tools = pipe_tools
+        self.bridges = {bridge.name: bridge for bridge in bridges}
         self.python = python
         self.samples: Samples = defaultdict(lambda: defaultdict(list))
         self._streams: dict[str, bytes] = {}
@@ -121,7 +123,7 @@ class Bench:
         print(text, file=sys.stderr, flush=True)
 
     def run(self) -> Samples:
-        names = ["direct", *(tool.name for tool in self.tools)]
+        names = ["direct", *(tool.name for tool in self.tools), *self.bridges]
         for repetition in range(self.mode.repetitions):
             order = names[repetition % len(names) :] + names[: repetition % len(names)]  # rotate who goes first
             self.log(f"repetition {repetition + 1}/{self.mode.repetitions}: order {', '.join(order)}")
@@ -174,49 +176,60 @@ class Bench:
     def _throughput(self, name: str, label: str) -> None:
         size, count = SIZES[label], self.mode.messages[label]
         result: Stream | None
-        if name == "direct":
+        if name == "direct" or name in self.bridges:  # WebSocket clients in this process: frames
             if label not in self._frames:
                 self._frames[label] = workload.frames(size, count)
             frames, back = self._frames[label]
-            direct = Direct(self.echo.sock)
-            try:
-                result = direct.stream(frames, back, self.echo.pid)
-            finally:
-                direct.close()
+            if name in self.bridges:
+                result = self.bridges[name].measure(
+                    self.echo.sock,
+                    WARM_UP_FRAMES,
+                    lambda client, pid: client.stream(frames, back, self.echo.pid, pid),
+                    self.log,
+                )
+            else:
+                direct = Direct(self.echo.sock)
+                try:
+                    result = direct.stream(frames, back, self.echo.pid)
+                finally:
+                    direct.close()
         else:
             if label not in self._streams:
                 self._streams[label] = workload.lines_stream(size, count)
             result = self._attempts(name, lambda running: running.stream(self._streams[label], self.echo.pid))
         self._record_stream(name, label, count, result)
         if result is None:
-            self.log(f"  {name:9} {label:6} stalled on every attempt")
+            self.log(f"  {name:15} {label:6} stalled on every attempt")
             return
         rate = count / result.seconds
-        self.log(f"  {name:9} {label:6} {rate:14,.0f} msg/s {rate * size / 1e6:9.1f} MB/s")
+        self.log(f"  {name:15} {label:6} {rate:14,.0f} msg/s {rate * size / 1e6:9.1f} MB/s")
 
     def _round_trips(self, name: str) -> None:
         total = self.mode.warmup + self.mode.round_trips
         lines = [workload.line(ROUND_TRIP_BYTES, seq) + b"\n" for seq in range(total)]
+        pairs = [workload.frames(ROUND_TRIP_BYTES, 1, seq) for seq in range(total)]
+        got: list[float] | None
         if name == "direct":
             direct = Direct(self.echo.sock)
             try:
-                pairs = [workload.frames(ROUND_TRIP_BYTES, 1, seq) for seq in range(total)]
-                times = direct.round_trips(pairs)
+                got = direct.round_trips(pairs)
             finally:
                 direct.close()
+        elif name in self.bridges:
+            bridge = self.bridges[name]
+            got = bridge.measure(self.echo.sock, WARM_UP_FRAMES, lambda client, _: client.round_trips(pairs), self.log)
         else:
             got = self._attempts(name, lambda running: running.round_trips(lines))
-            if got is None:
-                self.samples[name]["rtt_p50_us"].append(None)
-                self.samples[name]["rtt_p99_us"].append(None)
-                return
-            times = got
-        measured = sorted(times[self.mode.warmup :])
+        if got is None:  # stalled on every attempt
+            self.samples[name]["rtt_p50_us"].append(None)
+            self.samples[name]["rtt_p99_us"].append(None)
+            return
+        measured = sorted(got[self.mode.warmup :])
         p50 = statistics.median(measured) * 1e6
         p99 = measured[min(len(measured) - 1, int(len(measured) * 0.99))] * 1e6
         self.samples[name]["rtt_p50_us"].append(p50)
         self.samples[name]["rtt_p99_us"].append(p99)
-        self.log(f"  {name:9} round trip p50 {p50:8.1f} us  p99 {p99:8.1f} us")
+        self.log(f"  {name:15} round trip p50 {p50:8.1f} us  p99 {p99:8.1f} us")
 
     def _startups(self) -> None:
         """Spawn until the first echoed line, next to the bare import of our dependencies (the floor)."""
@@ -251,9 +264,11 @@ class Bench:
         )
 
 
-def run_bench(mode: Mode, echo: EchoServer, pipe_tools: list[PipeTool], python: str) -> Samples:
-    """Run every case; raise :class:`BenchFailure` on the first wrong byte."""
-    return Bench(mode, echo, pipe_tools, python).run()
+def run_bench(
+    mode: Mode, echo: EchoServer, pipe_tools: list[PipeTool], python: str, bridges: list[BridgeTool] | None = None
+) -> Samples:
+    """Run every case (the bridge cases with *bridges*); raise :class:`BenchFailure` on the first wrong byte."""
+    return Bench(mode, echo, pipe_tools, python, bridges or []).run()
 
 
 __all__ = ["MODES", "SIZES", "BenchFailure", "Mode", "Samples", "compile_proxy", "run_bench", "tools"]

@@ -51,6 +51,12 @@ def client_frame(payload: bytes, mask: bytes) -> bytes:
     return _header(0x81, len(payload), True) + mask + masked
 
 
+def close_frame(code: int, mask: bytes) -> bytes:
+    """A client's close frame with status *code* and no reason, masked with *mask* (RFC 6455 §5.5.1)."""
+    payload = struct.pack("!H", code)
+    return _header(0x88, len(payload), True) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 def server_frame(payload: bytes) -> bytes:
     """A final text frame from a server: unmasked."""
     return _header(0x81, len(payload), False) + payload

@@ -1,4 +1,5 @@
-"""The benchmark (``python -m benchmarks``) in its smallest mode: it runs, every byte checks out, the JSON is whole.
+"""The benchmark (``python -m benchmarks``) in its smallest mode: it runs, every byte checks out, the JSON is whole,
+and the serve bridge case (one WebSocket client through ``codex-appserver serve`` and through websocat) ran.
 
 Behaviour only: no speed is asserted here (speed is what the benchmark itself reports).
 """
@@ -35,3 +36,16 @@ async def test_smoke_mode_completes_with_every_byte_checked(tmp_path: Path) -> N
     assert rows["startup_ms"]["medians"]["floor"] > 0
     assert rows["peak_rss_big"]["medians"]["proxy"] > 0
     assert b"| throughput 100 B |" in done.stdout
+    serve_rows = {row["metric"]: row for row in result["summary"]["serve_rows"]}
+    for metric in ("msgs_per_s_100B", "msgs_per_s_1KiB", "mb_per_s_64KiB", "mb_per_s_1MiB", "rtt_p50_us"):
+        assert serve_rows[metric]["medians"]["serve"] > 0
+        assert serve_rows[metric]["ratio_to"] == "websocat-bridge"
+    for metric in ("cpu_us_per_msg_100B", "peak_rss_stream"):
+        assert serve_rows[metric]["medians"]["serve"] > 0
+    # websocat may stall on big frames (recorded as None, see benchmarks/clients.py), never on 100 B messages.
+    assert serve_rows["msgs_per_s_100B"]["medians"]["websocat-bridge"] > 0
+    assert serve_rows["msgs_per_s_100B"]["ratio"] > 0
+    assert b"serve bridge:" in done.stdout
+    # serve's token (a fresh one in a 0600 file) is sent, never printed or saved.
+    assert b"Bearer" not in done.stdout + done.stderr
+    assert "Bearer" not in out.read_text()
