@@ -25,17 +25,23 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from ..ending import Ending
 from ..errors import ExitStatus
 from ..fastws import Connection, Utf8Text  # wsproto's Connection with a fast path for whole data frames
+from ..fdio import direct_receiver, direct_sender, direct_writer
 from ..messages import MessageAssembler, TooBig
 from ..upstream import GOING_AWAY, MESSAGE_TOO_BIG, Text
 
 
 class UpstreamPort(Protocol):
-    """The side of the upstream connection an endpoint needs: is it open, and backpressure."""
+    """The side of the upstream connection an endpoint needs: is it open, backpressure, and gathering the
+    messages of one read into one write (:meth:`proxy.upstream.Upstream.cork`)."""
 
     @property
     def open(self) -> bool: ...
 
     async def wait_writable(self) -> None: ...
+
+    def cork(self) -> None: ...
+
+    def uncork(self) -> None: ...
 
 
 class RelayPort(Protocol):
@@ -95,6 +101,9 @@ class WebSocketEndpoint:
         ping_timeout: float,
     ) -> None:
         self._stream = stream
+        self._receive = direct_receiver(stream)
+        self._send = direct_sender(stream)
+        self._write_now = direct_writer(stream)  # None for TLS: every frame goes through the writer task
         self._peer = peer
         self._ws = Connection(ConnectionType.SERVER, trailing_data=trailing_data, utf8_text=True)
         self._limit = queue_bytes
@@ -139,11 +148,11 @@ class WebSocketEndpoint:
     async def _read(self) -> None:
         upstream = self._relay.upstream
         try:
-            while self._handle_events():
+            while self._handle_read(upstream):
                 if self._forwarding:
                     await upstream.wait_writable()
                 try:
-                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                    data = await self._receive(RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
                 self._last_receive = trio.current_time()
@@ -156,6 +165,14 @@ class WebSocketEndpoint:
                     self._ws.receive_data(None)
         finally:
             self._reader_done.set()
+
+    def _handle_read(self, upstream: UpstreamPort) -> bool:
+        """The events of one read, their messages to the app-server in one write; False once the client is done."""
+        upstream.cork()
+        try:
+            return self._handle_events()
+        finally:
+            upstream.uncork()
 
     def _handle_events(self) -> bool:
         relay = self._relay
@@ -246,10 +263,20 @@ class WebSocketEndpoint:
         )
 
     def _put(self, data: bytes) -> None:
-        if data and not self._broken:
-            self._queue.append(data)
-            self._queued += len(data)
-            self._lot.unpark_all()
+        if not data or self._broken:
+            return
+        if self._write_now is not None and not self._queue and not self._in_flight:
+            # Nothing waits: write now, in this task (no wake-up of the writer); it takes what is left.
+            try:
+                written = self._write_now(data)
+            except OSError:  # EAGAIN; any other error the writer meets again and reports
+                written = 0
+            if written == len(data):
+                return
+            data = data[written:]
+        self._queue.append(data)
+        self._queued += len(data)
+        self._lot.unpark_all()
 
     async def _write(self) -> None:
         while True:
@@ -263,7 +290,7 @@ class WebSocketEndpoint:
             self._queued -= size
             self._in_flight = size
             try:
-                await self._stream.send_all(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+                await self._send(b"".join(chunks) if len(chunks) > 1 else chunks[0])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._broken = True
                 self._queue.clear()

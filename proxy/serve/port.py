@@ -22,6 +22,8 @@ from .client import ABNORMAL, INTERNAL_ERROR, POLICY_VIOLATION, WebSocketEndpoin
 from .resume import parse_resume
 
 if TYPE_CHECKING:
+    from ..reconnect import ReconnectingUpstream
+    from ..upstream import Upstream
     from .sessions import Session, Sessions
 
 log = logging.getLogger("codex_appserver")
@@ -48,6 +50,7 @@ class Port:
         self._first = True
         self._forwarding = True
         self._lot = trio.lowlevel.ParkingLot()
+        self._corked: Upstream | ReconnectingUpstream | None = None
         #: For the connection's log line: what became of its session.
         self.outcome = ""
 
@@ -66,6 +69,18 @@ class Port:
         session = self.session
         if session is not None:
             await session.relay.upstream.wait_writable()
+
+    def cork(self) -> None:
+        session = self.session
+        self._corked = None if session is None else session.relay.upstream
+        if self._corked is not None:
+            self._corked.cork()
+
+    def uncork(self) -> None:
+        """Uncork what :meth:`cork` corked, even if the port moved to another session meanwhile."""
+        corked, self._corked = self._corked, None
+        if corked is not None:
+            corked.uncork()
 
     def forward(self, text: Text) -> None:
         session = self.session
