@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .stdio import StdoutStream
+from .stdio import StdinStream, StdoutStream
 
 WriteNow = Callable[[bytes | bytearray | memoryview], int]
 Receive = Callable[[int], Awaitable[bytes | bytearray]]
@@ -25,11 +25,14 @@ READS_BETWEEN_SCHEDULE_POINTS = 16
 
 
 def descriptor(stream: trio.abc.AsyncResource) -> int | None:
-    """The file descriptor under *stream*, or None (TLS, memory streams)."""
+    """The non-blocking file descriptor under *stream*, or None (TLS, memory streams, stdin read by a thread or as
+    a socket)."""
     if isinstance(stream, trio.SocketStream):
         return stream.socket.fileno()
     if isinstance(stream, trio.lowlevel.FdStream):
         return stream.fileno()
+    if isinstance(stream, StdinStream):
+        return stream.nonblocking_fd
     return None
 
 
@@ -42,7 +45,7 @@ def direct_writer(stream: trio.abc.SendStream) -> WriteNow | None:
     return None if fd is None else functools.partial(os.write, fd)
 
 
-def direct_receiver(stream: trio.abc.ReceiveStream) -> Receive:
+def direct_receiver(stream: trio.abc.ReceiveStream, *, checkpoint_first: bool = True) -> Receive:
     """An async ``receive_some(max_bytes)`` for *stream*: the same results and errors as trio's.
 
     It reads the descriptor at once and waits (a checkpoint) only when nothing is there; it checks for
@@ -55,13 +58,18 @@ def direct_receiver(stream: trio.abc.ReceiveStream) -> Receive:
     if fd is None:
         return stream.receive_some
     # The first call is a full checkpoint, as trio's: the other tasks get their first turn before this one
-    # starts moving bytes (a proxy whose stderr blocks depends on the order, see test_hostile_env).
-    reads = READS_BETWEEN_SCHEDULE_POINTS
+    # starts moving bytes (a proxy whose stderr blocks depends on the order, see test_hostile_env). stdin is read
+    # at once (checkpoint_first=False): its warnings reach stderr before the app-server's output fills stdout.
+    reads = READS_BETWEEN_SCHEDULE_POINTS if checkpoint_first else 0
+    drained = False  # the last read was short: the descriptor is most likely empty, so wait before reading
 
     async def receive_some(max_bytes: int) -> bytes:
-        nonlocal reads
+        nonlocal reads, drained
         await trio.lowlevel.checkpoint_if_cancelled()
-        if reads >= READS_BETWEEN_SCHEDULE_POINTS:
+        if drained:
+            reads = 0
+            await trio.lowlevel.wait_readable(fd)  # a read now would mostly fail with EAGAIN (a system call)
+        elif reads >= READS_BETWEEN_SCHEDULE_POINTS:
             reads = 0
             await trio.lowlevel.cancel_shielded_checkpoint()
         while True:
@@ -74,6 +82,7 @@ def direct_receiver(stream: trio.abc.ReceiveStream) -> Receive:
                 raise _stream_error(exc) from exc
             else:
                 reads += 1
+                drained = len(data) < max_bytes
                 return data
 
     return receive_some

@@ -18,7 +18,7 @@ import trio
 
 from .ending import Ending, stdout_failure
 from .errors import ExitStatus, ProxyError, reason_of
-from .fdio import direct_writer
+from .fdio import direct_receiver, direct_writer
 from .lines import LineSplitter, LineTooLong, line_pieces, message_line
 from .options import MiB, ProxyOptions
 from .outbox import Outbox
@@ -52,6 +52,7 @@ class StdioEndpoint:
     def __init__(self, options: ProxyOptions, stdin: trio.abc.ReceiveStream, stdout: trio.abc.SendStream) -> None:
         self._options = options
         self._stdin = stdin
+        self._receive_stdin = direct_receiver(stdin, checkpoint_first=False)
         self._stdout = stdout
         # Lines are written at once in the task that receives them, when stdout takes them (no task switch, no
         # wake-up); the writer task takes what stdout did not, beginning with the rest of a line cut short.
@@ -86,7 +87,7 @@ class StdioEndpoint:
                 if len(self._to_stdout) >= STDOUT_MEMORY_BYTES:
                     await self._let_stdout_catch_up()
                 try:
-                    chunk = await self._stdin.receive_some(RECEIVE_BYTES)
+                    chunk = await self._receive_stdin(RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self._end(ExitStatus.IOERR, f"cannot read stdin: {reason_of(exc)}")
                     return

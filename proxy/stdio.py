@@ -75,6 +75,11 @@ class _Base:
 class StdinStream(_Base, trio.abc.ReceiveStream):
     """Reads stdin on a private description (see the module docstring)."""
 
+    @property
+    def nonblocking_fd(self) -> int | None:
+        """The descriptor, when it is our own non-blocking description (a pipe, FIFO or terminal); else None."""
+        return self._fd if self._how == "fd" else None
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         size = max_bytes or 65536
         if self._how == "thread":
