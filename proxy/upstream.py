@@ -42,7 +42,7 @@ log = logging.getLogger("codex_appserver")
 #: Bytes asked for per read of the socket.
 RECEIVE_BYTES = 256 * 1024
 #: The client side is not read while this many bytes wait for the socket (backpressure), in bytes.
-SOCKET_HIGH_WATER = 1 * MiB
+SOCKET_HIGH_WATER = 512 * 1024
 #: A pong is queued only while fewer bytes than this wait for the socket; otherwise it waits outside the queue and
 #: a newer ping replaces it (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping), in bytes.
 PONG_HIGH_WATER = 64 * 1024
