@@ -33,7 +33,7 @@ from .fastws import Connection, Utf8Text  # wsproto's Connection with a fast pat
 from .fdio import direct_receiver, direct_sender, direct_writer
 from .handshake import HandshakeResponse
 from .messages import MessageAssembler, TooBig, text_fragments, too_big_fragments
-from .options import DEFAULT_MAX_FRAME_BYTES, MiB
+from .options import DEFAULT_MAX_FRAME_BYTES
 from .outbox import Outbox
 from .trace import Tap
 
