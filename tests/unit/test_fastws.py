@@ -21,7 +21,7 @@ from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError
 
-from proxy import fastws
+from proxy import fastws, masking
 
 ROLES = [ConnectionType.CLIENT, ConnectionType.SERVER]
 
@@ -40,7 +40,7 @@ def frame(
         header = bytes((first, bit | size))
     if not masked:
         return header + payload
-    return header + key + fastws.mask(payload, key)
+    return header + key + masking.mask(payload, key)
 
 
 texts = st.text(max_size=40) | st.text(min_size=120, max_size=300) | st.just("é" * 40000)
@@ -283,7 +283,7 @@ def test_frames_it_sends_decode_like_wsprotos(role: ConnectionType, events: list
         size = 2 + {126: 2, 127: 8}.get(theirs[1] & 0x7F, 0)
         assert ours[:size] == theirs[:size]  # FIN, opcode, mask bit, length: the same header
         assert ours[1] & 0x80
-        assert fastws.mask(ours[size + 4 :], ours[size : size + 4]) == fastws.mask(
+        assert masking.mask(ours[size + 4 :], ours[size : size + 4]) == masking.mask(
             theirs[size + 4 :], theirs[size : size + 4]
         )
 
@@ -348,7 +348,7 @@ def test_send_after_close_raises_like_wsproto() -> None:
             connection.send(TextMessage(data="late"))
 
 
-@pytest.mark.parametrize("mask", [fastws.mask, fastws.python_mask], ids=["mask", "python_mask"])
+@pytest.mark.parametrize("mask", [masking.mask, masking.python_mask], ids=["mask", "python_mask"])
 def test_mask_is_its_own_inverse_at_every_size(mask: Callable[[bytes, bytes], bytes | bytearray]) -> None:
     key = b"\x9a\x00\xff\x13"
     for size in (0, 1, 3, 4, 5, 125, 1024, 1025, 70000):
@@ -360,11 +360,11 @@ def test_mask_is_its_own_inverse_at_every_size(mask: Callable[[bytes, bytes], by
 
 
 def test_websockets_c_masking_is_used_when_websockets_is_installed() -> None:
-    assert fastws._C_MASK is not None  # the test extra installs websockets
+    assert masking._C_MASK is not None  # the test extra installs websockets
 
 
 def test_frames_masked_in_pure_python_decode_like_wsprotos(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fastws, "_C_MASK", None)  # as without websockets installed
+    monkeypatch.setattr(masking, "_C_MASK", None)  # as without websockets installed
     fast = fastws.Connection(ConnectionType.CLIENT)
     for size in (0, 5, 125, 126, 1024, 1025, 70000):
         message = TextMessage(data="é" * (size // 2) + "x" * (size % 2))
