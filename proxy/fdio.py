@@ -48,8 +48,11 @@ def direct_writer(stream: trio.abc.SendStream) -> WriteNow | None:
 def direct_receiver(stream: trio.abc.ReceiveStream, *, checkpoint_first: bool = True) -> Receive:
     """An async ``receive_some(max_bytes)`` for *stream*: the same results and errors as trio's.
 
-    It reads the descriptor at once and waits (a checkpoint) only when nothing is there; it checks for
-    cancellation on every call and yields to other tasks every :data:`READS_BETWEEN_SCHEDULE_POINTS` reads.
+    It reads the descriptor at once and waits (a checkpoint) only when nothing is there, or first when the
+    previous read came back short (the descriptor is then most likely empty); it checks for cancellation on
+    every call and yields to other tasks every :data:`READS_BETWEEN_SCHEDULE_POINTS` reads.
+
+    :param checkpoint_first: the first call is a full checkpoint, as trio's (False: it reads at once).
 
     :raises trio.BrokenResourceError: the read failed (e.g. ECONNRESET), with the OSError as its cause.
     :raises trio.ClosedResourceError: the descriptor was closed.
