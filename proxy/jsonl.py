@@ -51,7 +51,6 @@ class StdioEndpoint:
 
     def __init__(self, options: ProxyOptions, stdin: trio.abc.ReceiveStream, stdout: trio.abc.SendStream) -> None:
         self._options = options
-        self._stdin = stdin
         self._receive_stdin = direct_receiver(stdin, checkpoint_first=False)
         self._stdout = stdout
         # Lines are written at once in the task that receives them, when stdout takes them (no task switch, no

@@ -73,15 +73,20 @@ class Outbox:
 
     def _write_at_once(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
         """Write *data* with ``write_now`` (no copy into the buffer first); return what it did not take."""
+        written = self._try_write(data)
+        return memoryview(data)[written:] if written else data
+
+    def _try_write(self, data: bytes | bytearray | memoryview) -> int:
+        """One ``write_now`` of *data*: the count written (0 on EAGAIN; any other error the writer meets again
+        and reports). A write that stops inside a line leaves :attr:`_cut_line` set for the writer."""
         assert self._write_now is not None
         try:
             written = self._write_now(data)
-        except OSError:  # EAGAIN: the writer takes it all; any other error it meets again and reports
-            return data
+        except OSError:
+            return 0
         if written:
-            self._cut_line = data[written - 1] != 0x0A
-            return memoryview(data)[written:]
-        return data
+            self._cut_line = written < len(data) and data[written - 1] != 0x0A
+        return written
 
     def cork(self) -> None:
         """Gather what is put until :meth:`uncork`, to write it at once (many messages, one system call)."""
@@ -96,17 +101,11 @@ class Outbox:
     def _flush(self) -> None:
         buffer = self._buffer
         if self._write_now is not None and buffer and not self._in_flight and not (self._spool and len(self._spool)):
-            try:
-                written = self._write_now(buffer)
-            except OSError:  # EAGAIN: the writer takes it all; any other error it meets again and reports
-                written = 0
+            written = self._try_write(buffer)
             if written == len(buffer):
                 buffer.clear()
-                self._cut_line = False
                 return
-            if written:
-                self._cut_line = buffer[written - 1] != 0x0A
-                del buffer[:written]
+            del buffer[:written]
         if self._lot:
             self._lot.unpark_all()
 

@@ -169,27 +169,29 @@ class Upstream:
         :data:`SOCKET_HIGH_WATER` bytes of frames wait): its frames never all sit in memory next to it. Messages
         sent meanwhile wait behind it (RFC 6455 §5.4: fragments of two messages never interleave).
         """
-        if self._fragments is not None or self._behind:
+        if self._sending:
             self._behind.append(text)
-        elif not isinstance(text, str) and len(text) <= self._frame_limit:  # the common case: one frame, no decode
+            return
+        self._start(text)
+        if self._fragments is not None:
+            self._frame_fragments()
+
+    def _start(self, text: Text) -> None:
+        """Frame *text* now when it fits one frame (the common case: no decode), else begin its fragments."""
+        if not isinstance(text, str) and len(text) <= self._frame_limit:
             self._outbox.put(self._ws.send_utf8(text))
         else:
             self._fragments = text_fragments(text, self._frame_limit)
-            self._frame_fragments(SOCKET_HIGH_WATER)
 
-    def _frame_fragments(self, high_water: float) -> None:
-        """Frame the fragments of the big message in progress, then the messages behind it, until *high_water*
-        bytes wait for the socket (or the connection is no longer open)."""
-        while len(self._outbox) < high_water and self._ws.state is ConnectionState.OPEN:
+    def _frame_fragments(self) -> None:
+        """Frame the fragments of the big message in progress, then the messages behind it, until
+        :data:`SOCKET_HIGH_WATER` bytes wait for the socket (or the connection is no longer open)."""
+        while len(self._outbox) < SOCKET_HIGH_WATER and self._ws.state is ConnectionState.OPEN:
             if self._fragments is None:
                 if not self._behind:
                     return
-                text = self._behind.popleft()
-                if not isinstance(text, str) and len(text) <= self._frame_limit:
-                    self._outbox.put(self._ws.send_utf8(text))
-                    continue
-                self._fragments = text_fragments(text, self._frame_limit)
-                del text
+                self._start(self._behind.popleft())
+                continue
             piece = next(self._fragments, None)
             if piece is None:
                 self._fragments = None
@@ -258,7 +260,7 @@ class Upstream:
             self._outbox.done()
             self._send_pong()
             if self._sending:
-                self._frame_fragments(SOCKET_HIGH_WATER)
+                self._frame_fragments()
 
     def _send_pong(self) -> None:
         """Answer the pending ping once the socket queue is short enough (a server that pings and never reads
