@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from . import entry
+from .allocator import tune_for_streaming
 from .connect import connect, open_connection
 from .ending import Ending
 from .entry import HANDLED_SIGNALS
@@ -63,6 +64,7 @@ async def run_proxy(options: ProxyOptions, stdin_fd: int = 0, stdout_fd: int = 1
             try:
                 # --start's and --reconnect's modules load first, before the connection and stdio take
                 # descriptors: loading a module needs one (EMFILE, #9).
+                tune_for_streaming()
                 start = None
                 if options.start:
                     from .daemon import start_daemon

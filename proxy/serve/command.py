@@ -13,6 +13,7 @@ from typing import TypeVar
 import click
 import trio
 
+from ..allocator import tune_for_streaming
 from ..clitypes import FiniteFloat
 from ..errors import EXIT_STATUSES, ProxyError, UsageError
 from ..logs import setup_logging
@@ -346,6 +347,7 @@ def serve(
         reconnect_timeout=reconnect_timeout,
         notify_reconnect=notify_reconnect,
     )
+    tune_for_streaming()
     try:
         status = trio.run(run_bridge, options)
     except ProxyError as exc:
