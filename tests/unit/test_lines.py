@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.lines import LineSplitter, LineTooLong, line_pieces, message_line
+from proxy.lines import SPLIT_LONG_LINE_BYTES, LineSplitter, LineTooLong, line_pieces, message_line, split_lines
 
 
 def split_all(chunks: list[bytes], max_line_bytes: int = 1 << 20) -> list[tuple[int, bytes | bytearray] | LineTooLong]:
@@ -77,6 +77,24 @@ def test_any_chunking_gives_the_same_lines(lines: list[bytes], cuts: list[int]) 
         if line.removesuffix(b"\r") and not line.removesuffix(b"\r").isspace()
     ]
     assert whole == expected
+
+
+@given(
+    lengths=st.lists(
+        st.one_of(st.integers(0, 40), st.integers(SPLIT_LONG_LINE_BYTES - 2, SPLIT_LONG_LINE_BYTES * 3)), max_size=12
+    ),
+    tail=st.binary(max_size=50),
+)
+def test_split_lines_is_bytes_split(lengths: list[int], tail: bytes) -> None:
+    """Short lines, long lines and any mix of them split exactly as ``bytes.split`` does (the fast path for long
+    lines must not lose, merge or reorder anything)."""
+    data = b"".join(bytes([65 + i % 26]) * n + b"\n" for i, n in enumerate(lengths)) + tail.replace(b"\n", b"")
+    assert split_lines(data) == data.split(b"\n")
+
+
+@given(data=st.binary(max_size=3 * SPLIT_LONG_LINE_BYTES))
+def test_split_lines_of_any_bytes_is_bytes_split(data: bytes) -> None:
+    assert split_lines(data) == data.split(b"\n")
 
 
 def test_message_line_plain_text_is_written_as_is() -> None:
