@@ -7,7 +7,15 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.lines import SPLIT_LONG_LINE_BYTES, LineSplitter, LineTooLong, line_pieces, message_line, split_lines
+from proxy.lines import (
+    SPLIT_LONG_LINE_BYTES,
+    LineSplitter,
+    LineTooLong,
+    line_pieces,
+    message_line,
+    message_lines,
+    split_lines,
+)
 
 
 def split_all(chunks: list[bytes], max_line_bytes: int = 1 << 20) -> list[tuple[int, bytes | bytearray] | LineTooLong]:
@@ -125,6 +133,26 @@ def test_message_line_non_json_with_newline_becomes_a_json_string() -> None:
 
 
 utf8_text = st.text(alphabet=st.characters(codec="utf-8"))
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text().map(lambda t: t.encode("utf-8", "surrogatepass")),
+            st.sampled_from([b'{"a":\n1}', b"not json\r\n", b"[1,\r2]", b"", b"\n"]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_message_lines_are_the_message_line_of_each_text(texts: list[bytes], as_bytearray: bool) -> None:
+    """Several messages at once come out exactly as one :func:`message_line` per message, in order."""
+    given_texts: list[bytes | bytearray] = [bytearray(t) if as_bytearray else t for t in texts]
+    expected = b"".join(message_line(bytes(t)) for t in texts)
+    joined = bytes(message_lines(given_texts))  # a single bytearray is extended in place: call once
+    assert joined == expected
+    assert joined.count(b"\n") == len(texts)
 
 
 @given(
