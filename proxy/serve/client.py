@@ -20,7 +20,7 @@ from typing import Protocol
 
 import trio
 from wsproto.connection import ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
 from ..ending import Ending
 from ..errors import ExitStatus
@@ -177,36 +177,43 @@ class WebSocketEndpoint:
     def _handle_events(self) -> bool:
         relay = self._relay
         for event in self._ws.events():
-            if isinstance(event, (TextMessage, Utf8Text)):
-                text: bytes | bytearray | TooBig | None
-                if isinstance(event, Utf8Text):
-                    text = self._messages.utf8(event.data)
-                else:
-                    text = self._messages.text(event.data, event.message_finished)
-                if text is None:
-                    continue
-                if isinstance(text, TooBig):
-                    self._end(
-                        ExitStatus.SESSION_FAILED,
-                        f"the client sent a message of at least {text.size} bytes, over the "
-                        f"{self._max_message}-byte limit; closed with {MESSAGE_TOO_BIG}",
-                        MESSAGE_TOO_BIG,
-                        "message too big",
-                    )
-                    continue
-                if self._forwarding and relay.upstream.open:
-                    relay.forward(text)
-                    self.from_client += 1
-            elif isinstance(event, BytesMessage):
-                binary = self._messages.binary(event.data, event.message_finished)
-                if binary is not None:
-                    log.warning("%s: the client sent a binary message (%d bytes); dropped", self._peer, binary.size)
-            elif isinstance(event, Ping):
-                if self._ws.state is ConnectionState.OPEN:
-                    self._put(self._ws.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                self._closed(event)
+            text: bytes | bytearray | TooBig | None
+            if isinstance(event, Utf8Text):  # first: wsproto's events are ABCs, whose isinstance costs more
+                text = self._messages.utf8(event.data)
+            elif isinstance(event, TextMessage):
+                text = self._messages.text(event.data, event.message_finished)
+            elif self._other_event(event):
+                continue
+            else:
                 return False
+            if text is None:
+                continue
+            if isinstance(text, TooBig):
+                self._end(
+                    ExitStatus.SESSION_FAILED,
+                    f"the client sent a message of at least {text.size} bytes, over the "
+                    f"{self._max_message}-byte limit; closed with {MESSAGE_TOO_BIG}",
+                    MESSAGE_TOO_BIG,
+                    "message too big",
+                )
+                continue
+            if self._forwarding and relay.upstream.open:
+                relay.forward(text)
+                self.from_client += 1
+        return True
+
+    def _other_event(self, event: Event) -> bool:
+        """A binary message, ping or close from the client; False once the client is done."""
+        if isinstance(event, BytesMessage):
+            binary = self._messages.binary(event.data, event.message_finished)
+            if binary is not None:
+                log.warning("%s: the client sent a binary message (%d bytes); dropped", self._peer, binary.size)
+        elif isinstance(event, Ping):
+            if self._ws.state is ConnectionState.OPEN:
+                self._put(self._ws.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            self._closed(event)
+            return False
         return True
 
     def _closed(self, event: CloseConnection) -> None:
