@@ -13,9 +13,9 @@ message then costs no task switch and no wake-up of the writer, which only takes
 accept.
 
 With a ``gather_now`` function too (:func:`proxy.fdio.direct_gatherer`: ``os.writev`` on the descriptor), what is
-put while corked and nothing else waits is kept as a list of pieces, not copied into the buffer, and
-:meth:`Outbox.uncork` writes them with one gathering write: a big frame's header and payload reach the socket
-without being joined first.
+put while corked and nothing else waits is kept as a list of pieces (big ones as they are, small ones copied
+into runs), not copied into the buffer, and :meth:`Outbox.uncork` writes them with one gathering write: a big
+frame's header and payload reach the socket without being joined first.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from .spool import Spool
 SPOOL_READ_BYTES = 1024 * 1024
 #: At most this many pieces go to one gathering write (Linux's IOV_MAX); more are joined into one piece first.
 GATHER_PIECES = 1024
+#: A gathered piece smaller than this, in bytes, is copied onto the run of small pieces before it: a gathering
+#: write of many small pieces costs more than one copy of them (1,000 pieces of 100 B: 167 against 73 µs here).
+GATHER_PIECE_BYTES = 16 * 1024
 
 
 class Outbox:
@@ -67,7 +70,13 @@ class Outbox:
         if not data or self._closed:
             return
         if self._pieces or (self._corked and self._can_gather()):
-            self._pieces.append(data)
+            pieces = self._pieces
+            if len(data) >= GATHER_PIECE_BYTES:
+                pieces.append(data)
+            elif pieces and type(pieces[-1]) is bytearray:
+                pieces[-1] += data  # a run of small pieces, ours
+            else:
+                pieces.append(bytearray(data))
             self._pieces_size += len(data)
             return
         if self._can_write_at_once(data):

@@ -34,7 +34,7 @@ from .fdio import direct_gatherer, direct_receiver, direct_sender, direct_writer
 from .handshake import HandshakeResponse
 from .messages import MessageAssembler, TooBig, text_fragments, too_big_fragments
 from .options import DEFAULT_MAX_FRAME_BYTES
-from .outbox import Outbox
+from .outbox import GATHER_PIECE_BYTES, Outbox
 from .trace import Tap
 
 log = logging.getLogger("codex_appserver")
@@ -46,10 +46,6 @@ SOCKET_HIGH_WATER = 512 * 1024
 #: A pong is queued only while fewer bytes than this wait for the socket; otherwise it waits outside the queue and
 #: a newer ping replaces it (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping), in bytes.
 PONG_HIGH_WATER = 64 * 1024
-
-#: A payload of at least this many bytes is handed to the outbox apart from its frame header while corked (one
-#: gathering write takes both); smaller frames are joined, which costs less than a piece each.
-GATHER_PAYLOAD_BYTES = 16 * 1024
 
 #: A text message as it travels: the UTF-8 bytes (from the socket or stdin), or a str.
 Text = str | bytes | bytearray
@@ -183,7 +179,7 @@ class Upstream:
     def _start(self, text: Text) -> None:
         """Frame *text* now when it fits one frame (the common case: no decode), else begin its fragments."""
         if not isinstance(text, str) and len(text) <= self._frame_limit:
-            if len(text) >= GATHER_PAYLOAD_BYTES and self._outbox.gathering:
+            if len(text) >= GATHER_PIECE_BYTES and self._outbox.gathering:
                 header, payload = self._ws.send_utf8_parts(text)  # written without being joined
                 self._outbox.put(header)
                 self._outbox.put(payload)
