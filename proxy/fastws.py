@@ -147,17 +147,35 @@ class Connection:
             return self._frame(0x81, data)
         return self.send(TextMessage(data=data.decode("utf-8")))
 
+    def send_utf8_parts(self, data: bytes | bytearray) -> tuple[bytes, bytes | bytearray]:
+        """:meth:`send_utf8` as two pieces to write one after the other: the frame header (with the masking key)
+        and the payload, so a big payload is not copied once more to join them (a gathering write takes both)."""
+        if not self._sending_fragments and not self._slow and self._ws.state is ConnectionState.OPEN:
+            return self._frame_parts(0x81, data)
+        return self.send_utf8(data), b""
+
     def _frame(self, first: int, payload: bytes | bytearray) -> bytes:
         header = _header(first, len(payload), self._mask_out)
         if not self._mask_out:
             return header + payload
+        key = self._key()
+        return b"".join((header, key, mask(payload, key)))
+
+    def _frame_parts(self, first: int, payload: bytes | bytearray) -> tuple[bytes, bytes | bytearray]:
+        header = _header(first, len(payload), self._mask_out)
+        if not self._mask_out:
+            return header, payload
+        key = self._key()
+        return header + key, mask(payload, key)
+
+    def _key(self) -> bytes:
+        """A fresh random masking key (RFC 6455 §5.3), from a batch of :func:`os.urandom` bytes."""
         at = self._key_at
         if at + 4 > len(self._keys):
             self._keys = os.urandom(MASK_BATCH_BYTES)
             at = 0
-        key = self._keys[at : at + 4]
         self._key_at = at + 4
-        return b"".join((header, key, mask(payload, key)))
+        return self._keys[at : at + 4]
 
     # -- receiving -------------------------------------------------------------------------------------
 

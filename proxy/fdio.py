@@ -17,6 +17,7 @@ import trio
 from .stdio import StdinStream, StdoutStream
 
 WriteNow = Callable[[bytes | bytearray | memoryview], int]
+GatherNow = Callable[[list[bytes | bytearray | memoryview]], int]
 Receive = Callable[[int], Awaitable[bytes | bytearray]]
 SendAll = Callable[[bytes | bytearray | memoryview], Awaitable[None]]
 
@@ -43,6 +44,15 @@ def direct_writer(stream: trio.abc.SendStream) -> WriteNow | None:
         return stream.nonblocking_writer()
     fd = descriptor(stream)
     return None if fd is None else functools.partial(os.write, fd)
+
+
+def direct_gatherer(stream: trio.abc.SendStream) -> GatherNow | None:
+    """One non-blocking gathering write to *stream* (:func:`os.writev` on its descriptor: the count written, or
+    BlockingIOError); None for a stream without a descriptor (TLS) and for stdout."""
+    if isinstance(stream, StdoutStream):
+        return None
+    fd = descriptor(stream)
+    return None if fd is None else functools.partial(os.writev, fd)
 
 
 def direct_receiver(stream: trio.abc.ReceiveStream, *, checkpoint_first: bool = True) -> Receive:

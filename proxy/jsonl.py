@@ -19,7 +19,7 @@ import trio
 from .ending import Ending, stdout_failure
 from .errors import ExitStatus, ProxyError, reason_of
 from .fdio import direct_receiver, direct_writer
-from .lines import LineSplitter, LineTooLong, line_pieces, message_line
+from .lines import LineSplitter, LineTooLong, line_pieces, message_lines
 from .options import MiB, ProxyOptions
 from .outbox import Outbox
 from .session import BadLine
@@ -156,8 +156,7 @@ class StdioEndpoint:
     # -- relay -> stdout -------------------------------------------------------------------------------
 
     def deliver(self, texts: list[Text]) -> None:
-        lines = [message_line(text) for text in texts]
-        self._to_stdout.put(lines[0] if len(lines) == 1 else b"".join(lines))  # one line: no copy to join
+        self._to_stdout.put(message_lines(texts))
 
     async def _write_stdout(self) -> None:
         try:

@@ -6,7 +6,7 @@ would wrongly treat as line breaks, so nothing here uses it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .envelope import read_envelope
@@ -42,7 +42,7 @@ class LineSplitter:
     def feed(self, data: bytes) -> list[tuple[int, bytes | bytearray] | LineTooLong]:
         """Take the next chunk; return the lines it completes, in order."""
         out: list[tuple[int, bytes | bytearray] | LineTooLong] = []
-        pieces = data.split(b"\n")
+        pieces = split_lines(data)
         last = pieces.pop()
         for piece in pieces:
             self._end_line(piece, out)
@@ -87,6 +87,34 @@ class LineSplitter:
             out.append((self._number, line))
 
 
+#: :func:`split_lines` looks for this many line ends with ``bytes.find`` before it judges the lines' length.
+SPLIT_PROBE_LINES = 4
+#: Lines shorter than this on average (in bytes) are split by ``bytes.split``; longer ones found with ``bytes.find``.
+SPLIT_LONG_LINE_BYTES = 2048
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """``data.split(b"\\n")``, fast for long lines too.
+
+    ``bytes.split`` on one byte compares byte by byte (216 µs for a 256 KiB read of 64 KiB lines here), while
+    ``bytes.find`` uses memchr (38 µs for the same read, copies of the lines included); for short lines the
+    Python loop around ``find`` costs more than the scan. So the first :data:`SPLIT_PROBE_LINES` line ends are
+    found with ``find``, and if those lines are short the rest is left to ``split``.
+    """
+    pieces: list[bytes] = []
+    find = data.find
+    start = 0
+    end = find(b"\n")
+    while end >= 0:
+        pieces.append(data[start:end])
+        start = end + 1
+        if len(pieces) == SPLIT_PROBE_LINES and start < SPLIT_PROBE_LINES * SPLIT_LONG_LINE_BYTES:
+            return data.split(b"\n")  # short lines: one C loop beats a Python loop per line
+        end = find(b"\n", start)
+    pieces.append(data[start:])
+    return pieces
+
+
 def message_line(text: str | bytes | bytearray) -> bytes | bytearray:
     """A text message (str, or its UTF-8 bytes) as one JSONL line, LF included, in UTF-8.
 
@@ -96,18 +124,31 @@ def message_line(text: str | bytes | bytearray) -> bytes | bytearray:
     written as a JSON string, so it still fills exactly one line. The text comes from a UTF-8 decode, so it
     holds no lone surrogate. A bytearray is extended in place and returned (no copy of a large message).
     """
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    if b"\n" in data or b"\r" in data:
-        if read_envelope(data) is not None:
-            data = data.translate(_NEWLINES_TO_SPACES)
-        else:
-            import json  # rare (text with a raw LF that is not JSON): start-up does without json
-
-            data = json.dumps(data.decode("utf-8")).encode("ascii")
+    data = _one_line(text)
     if isinstance(data, bytearray):
         data += b"\n"
         return data
     return data + b"\n"
+
+
+def message_lines(texts: Sequence[str | bytes | bytearray]) -> bytes | bytearray:
+    """Text messages as JSONL, one :func:`message_line` each, in order: every byte copied once (a line each
+    and then a join would copy every byte twice)."""
+    if len(texts) == 1:
+        return message_line(texts[0])
+    return b"\n".join([*map(_one_line, texts), b""])  # the empty last item gives the last line its LF
+
+
+def _one_line(text: str | bytes | bytearray) -> bytes | bytearray:
+    """*text* as UTF-8 without a raw CR or LF (see :func:`message_line`), no LF added."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    if b"\n" in data or b"\r" in data:
+        if read_envelope(data) is not None:
+            return data.translate(_NEWLINES_TO_SPACES)
+        import json  # rare (text with a raw LF that is not JSON): start-up does without json
+
+        return json.dumps(data.decode("utf-8")).encode("ascii")
+    return data
 
 
 _NEWLINES_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")

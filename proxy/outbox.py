@@ -11,26 +11,40 @@ With a ``write_now`` function (:func:`proxy.fdio.direct_writer`: a non-blocking 
 descriptor), a put while nothing is queued or being written is written at once, in the producer's task: a
 message then costs no task switch and no wake-up of the writer, which only takes what the descriptor did not
 accept.
+
+With a ``gather_now`` function too (:func:`proxy.fdio.direct_gatherer`: ``os.writev`` on the descriptor), what is
+put while corked and nothing else waits is kept as a list of pieces, not copied into the buffer, and
+:meth:`Outbox.uncork` writes them with one gathering write: a big frame's header and payload reach the socket
+without being joined first.
 """
 
 from __future__ import annotations
 
 import trio
 
-from .fdio import WriteNow
+from .fdio import GatherNow, WriteNow
 from .spool import Spool
 
 #: The most bytes one :meth:`Outbox.take` reads back from the spool, in bytes.
 SPOOL_READ_BYTES = 1024 * 1024
+#: At most this many pieces go to one gathering write (Linux's IOV_MAX); more are joined into one piece first.
+GATHER_PIECES = 1024
 
 
 class Outbox:
     """Bytes waiting to be written, plus the bytes of the write in progress."""
 
     def __init__(
-        self, memory_limit: int | None = None, spool: Spool | None = None, write_now: WriteNow | None = None
+        self,
+        memory_limit: int | None = None,
+        spool: Spool | None = None,
+        write_now: WriteNow | None = None,
+        gather_now: GatherNow | None = None,
     ) -> None:
         self._buffer = bytearray()
+        self._gather_now = gather_now
+        self._pieces: list[bytes | bytearray | memoryview] = []  # put while corked, before anything else waited
+        self._pieces_size = 0
         self._memory_limit = memory_limit
         self._spool = spool
         self._write_now = write_now
@@ -43,7 +57,7 @@ class Outbox:
 
     def __len__(self) -> int:
         """Bytes queued (in memory or spooled) or being written."""
-        return len(self._buffer) + self._in_flight + (len(self._spool) if self._spool else 0)
+        return len(self._buffer) + self._pieces_size + self._in_flight + (len(self._spool) if self._spool else 0)
 
     def put(self, data: bytes | bytearray | memoryview) -> None:
         """Queue *data*; never blocks. Dropped once the outbox is closed.
@@ -51,6 +65,10 @@ class Outbox:
         :raises LocalIOError: the spool is full or its disk failed.
         """
         if not data or self._closed:
+            return
+        if self._pieces or (self._corked and self._can_gather()):
+            self._pieces.append(data)
+            self._pieces_size += len(data)
             return
         if self._can_write_at_once(data):
             data = self._write_at_once(data)  # the rest, if the descriptor took only part
@@ -63,6 +81,20 @@ class Outbox:
             self._buffer += data
         if not self._corked:
             self._flush()
+
+    @property
+    def gathering(self) -> bool:
+        """True when what is :meth:`put` now is gathered for one write at :meth:`uncork` (no copy): a caller may
+        then put a big payload apart from its header."""
+        return self._corked and (bool(self._pieces) or self._can_gather())
+
+    def _can_gather(self) -> bool:
+        return (
+            self._gather_now is not None
+            and not self._buffer
+            and not self._in_flight
+            and not (self._spool is not None and len(self._spool))
+        )
 
     def _can_write_at_once(self, data: bytes | bytearray | memoryview) -> bool:
         """Nothing waits, and the rest of a partial write would fit in memory (where the writer looks for the rest
@@ -95,8 +127,38 @@ class Outbox:
     def uncork(self) -> None:
         """Write what was gathered since :meth:`cork` (or hand it to the writer)."""
         self._corked = False
-        if self._buffer or (self._spool is not None and len(self._spool)):
+        if self._pieces:
+            self._write_pieces()
+        elif self._buffer or (self._spool is not None and len(self._spool)):
             self._flush()
+
+    def _write_pieces(self) -> None:
+        """Write the gathered pieces with one gathering write; queue what it did not take, in order."""
+        pieces, self._pieces, self._pieces_size = self._pieces, [], 0
+        if len(pieces) == 1 or len(pieces) > GATHER_PIECES:
+            self.put(pieces[0] if len(pieces) == 1 else b"".join(pieces))  # one write, as put does
+            return
+        assert self._gather_now is not None
+        try:
+            written = self._gather_now(pieces)
+        except OSError:
+            written = 0  # EAGAIN; any other error the writer meets again and reports
+        last = 0x0A  # the last byte written, for _cut_line
+        for piece in pieces:
+            if written >= len(piece):
+                written -= len(piece)
+                if len(piece):
+                    last = piece[-1]
+                continue
+            if written:
+                last = piece[written - 1]
+                piece = memoryview(piece)[written:]
+                written = 0
+            if not self._buffer:
+                self._cut_line = last != 0x0A
+            self._buffer += piece
+        if self._buffer and self._lot:
+            self._lot.unpark_all()
 
     def _flush(self) -> None:
         buffer = self._buffer
@@ -111,6 +173,9 @@ class Outbox:
 
     async def take(self) -> bytes | bytearray:
         """Wait for queued bytes and take the oldest; call :meth:`done` once they are written."""
+        if self._pieces:  # corked across a wait: the pieces join the buffer
+            pieces, self._pieces, self._pieces_size = self._pieces, [], 0
+            self._buffer += b"".join(pieces)
         while True:
             if self._buffer:
                 data: bytes | bytearray
@@ -162,6 +227,7 @@ class Outbox:
         The rest of a line a direct write began stays queued: the writer ends it, so no half line is left.
         """
         self._closed = True
+        self._pieces, self._pieces_size = [], 0
         end = self._buffer.find(b"\n") + 1 if self._cut_line else 0
         self._buffer = self._buffer[:end]
         if self._spool is not None:

@@ -30,7 +30,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessa
 
 from .errors import ExitStatus, reason_of
 from .fastws import Connection, Utf8Text  # wsproto's Connection with a fast path for whole data frames
-from .fdio import direct_receiver, direct_sender, direct_writer
+from .fdio import direct_gatherer, direct_receiver, direct_sender, direct_writer
 from .handshake import HandshakeResponse
 from .messages import MessageAssembler, TooBig, text_fragments, too_big_fragments
 from .options import DEFAULT_MAX_FRAME_BYTES
@@ -46,6 +46,10 @@ SOCKET_HIGH_WATER = 512 * 1024
 #: A pong is queued only while fewer bytes than this wait for the socket; otherwise it waits outside the queue and
 #: a newer ping replaces it (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping), in bytes.
 PONG_HIGH_WATER = 64 * 1024
+
+#: A payload of at least this many bytes is handed to the outbox apart from its frame header while corked (one
+#: gathering write takes both); smaller frames are joined, which costs less than a piece each.
+GATHER_PAYLOAD_BYTES = 16 * 1024
 
 #: A text message as it travels: the UTF-8 bytes (from the socket or stdin), or a str.
 Text = str | bytes | bytearray
@@ -127,7 +131,7 @@ class Upstream:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._tap = tap
-        self._outbox = Outbox(write_now=direct_writer(stream))
+        self._outbox = Outbox(write_now=direct_writer(stream), gather_now=direct_gatherer(stream))
         self._receive_socket = direct_receiver(stream)
         self._send_socket = direct_sender(stream)
         self._messages = MessageAssembler(max_incoming_size)
@@ -179,7 +183,12 @@ class Upstream:
     def _start(self, text: Text) -> None:
         """Frame *text* now when it fits one frame (the common case: no decode), else begin its fragments."""
         if not isinstance(text, str) and len(text) <= self._frame_limit:
-            self._outbox.put(self._ws.send_utf8(text))
+            if len(text) >= GATHER_PAYLOAD_BYTES and self._outbox.gathering:
+                header, payload = self._ws.send_utf8_parts(text)  # written without being joined
+                self._outbox.put(header)
+                self._outbox.put(payload)
+            else:
+                self._outbox.put(self._ws.send_utf8(text))
         else:
             self._fragments = text_fragments(text, self._frame_limit)
 

@@ -330,12 +330,14 @@ async def test_a_closing_thread_is_resumed_again(tmp_path: Path) -> None:
     """Codex answers thread/resume with -32600 "thread ... is closing" while it unloads the thread; the proxy
     sends it again after a backoff, as Codex's TUI does, and only then sends what the client wrote meanwhile."""
     resumes: list[JsonObject] = []
+    reconnected = trio.Event()
 
     async def handler(conn: ScriptedConnection) -> None:
         if conn is server.connections[0]:
             await opening(conn)
             await conn.abort()
             return
+        reconnected.set()
         resume = await resume_only(conn)
         resumes.append(resume)
         closing = f"thread {THREAD} is closing; retry thread/resume after the thread is closed"
@@ -355,6 +357,9 @@ async def test_a_closing_thread_is_resumed_again(tmp_path: Path) -> None:
             await proxy.send(CLIENT_OPENING)
             for _ in range(3):
                 await read_json(proxy)
+            # Written once the proxy has seen the first connection go (it is reconnecting): a line it read before
+            # that went out on the lost connection and is answered -32099, which is right but not this test.
+            await reconnected.wait()
             await proxy.send(jsonl({"method": "thread/list", "id": 9, "params": {}}))
             assert await read_json(proxy) == {"id": 9, "result": {"data": []}}
             await proxy.close_stdin()

@@ -292,10 +292,18 @@ def test_frames_it_sends_decode_like_wsprotos(role: ConnectionType, events: list
 @given(
     st.sampled_from(ROLES),
     st.lists(texts | st.builds(TextMessage, data=texts, message_finished=st.booleans()) | messages, max_size=6),
+    st.booleans(),
 )
-def test_send_utf8_frames_decode_like_wsprotos_text_messages(role: ConnectionType, items: list[str | Event]) -> None:
-    """send_utf8(UTF-8 bytes) is send(TextMessage(str)), also between the fragments of another message."""
+def test_send_utf8_frames_decode_like_wsprotos_text_messages(
+    role: ConnectionType, items: list[str | Event], as_parts: bool
+) -> None:
+    """send_utf8(UTF-8 bytes) is send(TextMessage(str)), also between the fragments of another message; so are the
+    two pieces of send_utf8_parts written one after the other."""
     fast, reference = fastws.Connection(role), WsprotoConnection(role)
+
+    def send_utf8(data: bytes) -> bytes:
+        return b"".join(fast.send_utf8_parts(data)) if as_parts else fast.send_utf8(data)
+
     sent, expected = [], []
     for item in items:
         if isinstance(item, str):
@@ -303,9 +311,9 @@ def test_send_utf8_frames_decode_like_wsprotos_text_messages(role: ConnectionTyp
                 expected.append(reference.send(TextMessage(data=item)))
             except LocalProtocolError as exc:  # a whole message inside a fragmented one: the same refusal
                 with pytest.raises(LocalProtocolError, match=str(exc)):
-                    fast.send_utf8(item.encode())
+                    send_utf8(item.encode())
                 continue
-            sent.append(fast.send_utf8(item.encode()))
+            sent.append(send_utf8(item.encode()))
         else:
             try:
                 expected.append(reference.send(item))

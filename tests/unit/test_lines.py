@@ -7,7 +7,15 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.lines import LineSplitter, LineTooLong, line_pieces, message_line
+from proxy.lines import (
+    SPLIT_LONG_LINE_BYTES,
+    LineSplitter,
+    LineTooLong,
+    line_pieces,
+    message_line,
+    message_lines,
+    split_lines,
+)
 
 
 def split_all(chunks: list[bytes], max_line_bytes: int = 1 << 20) -> list[tuple[int, bytes | bytearray] | LineTooLong]:
@@ -79,6 +87,24 @@ def test_any_chunking_gives_the_same_lines(lines: list[bytes], cuts: list[int]) 
     assert whole == expected
 
 
+@given(
+    lengths=st.lists(
+        st.one_of(st.integers(0, 40), st.integers(SPLIT_LONG_LINE_BYTES - 2, SPLIT_LONG_LINE_BYTES * 3)), max_size=12
+    ),
+    tail=st.binary(max_size=50),
+)
+def test_split_lines_is_bytes_split(lengths: list[int], tail: bytes) -> None:
+    """Short lines, long lines and any mix of them split exactly as ``bytes.split`` does (the fast path for long
+    lines must not lose, merge or reorder anything)."""
+    data = b"".join(bytes([65 + i % 26]) * n + b"\n" for i, n in enumerate(lengths)) + tail.replace(b"\n", b"")
+    assert split_lines(data) == data.split(b"\n")
+
+
+@given(data=st.binary(max_size=3 * SPLIT_LONG_LINE_BYTES))
+def test_split_lines_of_any_bytes_is_bytes_split(data: bytes) -> None:
+    assert split_lines(data) == data.split(b"\n")
+
+
 def test_message_line_plain_text_is_written_as_is() -> None:
     assert message_line('{"a":"\u2028é"}') == '{"a":"\u2028é"}\n'.encode()
 
@@ -107,6 +133,26 @@ def test_message_line_non_json_with_newline_becomes_a_json_string() -> None:
 
 
 utf8_text = st.text(alphabet=st.characters(codec="utf-8"))
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text().map(lambda t: t.encode("utf-8", "surrogatepass")),
+            st.sampled_from([b'{"a":\n1}', b"not json\r\n", b"[1,\r2]", b"", b"\n"]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_message_lines_are_the_message_line_of_each_text(texts: list[bytes], as_bytearray: bool) -> None:
+    """Several messages at once come out exactly as one :func:`message_line` per message, in order."""
+    given_texts: list[bytes | bytearray] = [bytearray(t) if as_bytearray else t for t in texts]
+    expected = b"".join(message_line(bytes(t)) for t in texts)
+    joined = bytes(message_lines(given_texts))  # a single bytearray is extended in place: call once
+    assert joined == expected
+    assert joined.count(b"\n") == len(texts)
 
 
 @given(

@@ -6,9 +6,11 @@ import socket
 
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from proxy.fdio import direct_writer
-from proxy.outbox import Outbox
+from proxy.fdio import direct_gatherer, direct_writer
+from proxy.outbox import GATHER_PIECES, Outbox
 from proxy.spool import Spool
 
 
@@ -118,3 +120,80 @@ async def test_the_writer_takes_the_rest_of_a_directly_written_line_alone() -> N
     outbox.done()
     assert await outbox.take() == b"next\n"
     assert not outbox.line_rest
+
+
+def gathering_outbox(stream: trio.SocketStream) -> Outbox:
+    return Outbox(write_now=direct_writer(stream), gather_now=direct_gatherer(stream))
+
+
+async def test_corked_pieces_go_out_in_one_gathering_write_without_a_writer() -> None:
+    ours, peer = small_pair()
+    ours.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    outbox = gathering_outbox(ours)
+    header, payload = b"H" * 4, b"p" * 50_000
+    outbox.cork()
+    assert outbox.gathering
+    outbox.put(header)
+    outbox.put(payload)
+    outbox.put(b"tail\n")
+    assert len(outbox) == len(header) + len(payload) + 5  # kept as pieces: counted, not written
+    outbox.uncork()
+    assert len(outbox) == 0  # the socket took all of it at uncork
+    assert await drain(peer, 50_009) == header + payload + b"tail\n"
+
+
+async def test_no_gathering_while_the_writer_has_bytes() -> None:
+    ours, _peer = small_pair()
+    outbox = gathering_outbox(ours)
+    outbox.put(b"x" * 100_000)  # more than the small socket takes: the rest waits for the writer
+    assert len(outbox) > 0
+    outbox.cork()
+    assert not outbox.gathering  # later puts queue behind the waiting bytes, in order
+    outbox.uncork()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=70_000), min_size=1, max_size=40),
+    many=st.booleans(),
+    before=st.integers(min_value=0, max_value=3),
+)
+def test_gathered_pieces_arrive_whole_and_in_order(sizes: list[int], many: bool, before: int) -> None:
+    """Pieces of any size (lines ending in LF), a partial gathering write, the writer taking the rest (a cut
+    line first and alone), more puts behind them: the peer gets every byte once, in order."""
+    if many:
+        sizes = sizes + [3] * (GATHER_PIECES + 5)  # past one gathering write's limit: joined first
+    pieces = [b"%d:" % i + b"z" * size + b"\n" for i, size in enumerate(sizes)]
+    later = [b"later %d\n" % i for i in range(before)]
+    expected = b"".join(pieces + later)
+
+    async def main() -> None:
+        ours, peer = small_pair()
+        outbox = gathering_outbox(ours)
+        taken: list[tuple[bool, bytes]] = []
+
+        async def write_rest() -> None:
+            while True:
+                data = await outbox.take()
+                taken.append((outbox.line_rest, bytes(data)))
+                await ours.send_all(data)
+                outbox.done()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_rest)
+            await trio.testing.wait_all_tasks_blocked()
+            outbox.cork()
+            for piece in pieces:
+                outbox.put(piece)
+            outbox.uncork()
+            for line in later:
+                outbox.put(line)
+            assert await drain(peer, len(expected)) == expected
+            with trio.fail_after(30):
+                await outbox.wait_flushed()
+            nursery.cancel_scope.cancel()
+        for rest, data in taken:
+            if rest:  # the rest of a line the gathering write cut: alone, and it ends that line
+                assert data.endswith(b"\n") and data.count(b"\n") == 1
+
+    trio.run(main)
