@@ -118,31 +118,34 @@ class StdioEndpoint:
 
     def _forward_lines(self, items: list[tuple[int, bytes | bytearray] | LineTooLong]) -> bool:
         relay = self._relay
-        upstream = relay.upstream
         session = relay.session
         assert session is not None
-        items.reverse()  # taken from the end, so that each line is freed once it is framed (big lines)
+        if not relay.upstream.open:
+            return False
+        texts: list[bytes | bytearray] = []  # the checked lines, sent together (Relay.forward_all)
+        items.reverse()  # taken from the end, so that each line is freed once it is checked or refused
         while items:
             item = items.pop()
-            if not upstream.open:
-                return False
+            bad: BadLine | None = None
             if isinstance(item, LineTooLong):
                 reason = f"{item.size} bytes, over --max-message-size ({self._options.max_message_size} bytes)"
-                if not self._bad_line(BadLine(item.number, reason)):
-                    return False
-                continue
-            text = session.outgoing(*item)
+                bad = BadLine(item.number, reason)
+            else:
+                checked = session.outgoing(*item)
+                if isinstance(checked, BadLine):
+                    bad = checked
+                else:
+                    if session.notice is not None:
+                        log.warning("%s", session.notice)
+                    texts.append(checked)
+                del checked
             del item
-            if isinstance(text, BadLine):
-                if not self._bad_line(text):
-                    return False
-                continue
-            if session.notice is not None:
-                log.warning("%s", session.notice)
-            relay.forward(text)
-            del text
+            if bad is not None and not self._bad_line(bad):
+                relay.forward_all(texts)  # the lines before a refused one still go (--strict)
+                return False
+        relay.forward_all(texts)
         relay.tap.flush()
-        return upstream.open
+        return relay.upstream.open
 
     def _bad_line(self, bad: BadLine) -> bool:
         if self._options.strict:

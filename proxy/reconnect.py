@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -146,6 +146,11 @@ class ReconnectingUpstream:
     def send_text(self, text: Text) -> None:
         """Send one message from the client now, or hold it while the session is being restored."""
         self._apply(self._continuity.client_message(text))
+
+    def send_texts(self, texts: Sequence[Text]) -> None:
+        """:meth:`send_text` for each of *texts*, in order."""
+        for text in texts:
+            self.send_text(text)
 
     def cork(self) -> None:
         """As :meth:`Upstream.cork`, on the current connection."""

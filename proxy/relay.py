@@ -37,7 +37,7 @@ from .upstream import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     # --reconnect's machinery (continuity, pending, inflight) loads only for a relay that reconnects.
     from .reconnect import Reconnect, ReconnectingUpstream
@@ -221,10 +221,18 @@ class Relay:
     # -- downstream -> upstream ------------------------------------------------------------------------
 
     def forward(self, text: Text) -> None:
-        """Send one message from the client to the app-server (the caller checked :attr:`Upstream.open`)."""
+        """Send one message from the client to the app-server (the caller checked :attr:`Upstream.open`):
+        :meth:`forward_all` of one."""
+        self.forward_all((text,))
+
+    def forward_all(self, texts: Sequence[Text]) -> None:
+        """Send messages from the client to the app-server, in order (the messages of one read; the caller
+        checked :attr:`Upstream.open`). Every message a relay sends goes through here: a subclass that looks at
+        them (:class:`proxy.serve.guard.GuardedRelay`) overrides this method."""
         if self._tap.active and isinstance(self.upstream, Upstream):  # a reconnecting one traces what it sends
-            self._tap.message("out", text)
-        self.upstream.send_text(text)
+            for text in texts:
+                self._tap.message("out", text)
+        self.upstream.send_texts(texts)
 
     async def drain(self, what: str, timeout: float) -> None:
         """The client sends nothing more (*what* says how it ended, for the log): wait up to *timeout* seconds

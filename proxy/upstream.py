@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -175,6 +175,20 @@ class Upstream:
         self._start(text)
         if self._fragments is not None:
             self._frame_fragments()
+
+    def send_texts(self, texts: Sequence[Text]) -> None:
+        """:meth:`send_text` for each of *texts*, in order (the messages of one read), the common case in one loop:
+        a message that fits one frame, while nothing waits behind a big one."""
+        if self._sending:
+            self._behind.extend(texts)
+            return
+        ws, put, limit = self._ws, self._outbox.put, min(self._frame_limit, GATHER_PIECE_BYTES - 1)
+        for at, text in enumerate(texts):
+            if isinstance(text, str) or len(text) > limit:
+                for rest in texts[at:]:  # str, a frame worth gathering, or fragments: the general way
+                    self.send_text(rest)
+                return
+            put(ws.send_utf8(text))
 
     def _start(self, text: Text) -> None:
         """Frame *text* now when it fits one frame (the common case: no decode), else begin its fragments."""
