@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import Protocol
 
 import trio
@@ -52,6 +53,8 @@ class RelayPort(Protocol):
     def upstream(self) -> UpstreamPort: ...
 
     def forward(self, text: Text) -> None: ...
+
+    def forward_all(self, texts: Sequence[Text]) -> None: ...
 
     def end(self, ending: Ending, close_code: int | None = None) -> None: ...
 
@@ -175,20 +178,22 @@ class WebSocketEndpoint:
             upstream.uncork()
 
     def _handle_events(self) -> bool:
-        relay = self._relay
+        batch: list[Text] = []  # the client's messages of this read, sent together (Relay.forward_all)
         for event in self._ws.events():
             text: bytes | bytearray | TooBig | None
             if isinstance(event, Utf8Text):  # first: wsproto's events are ABCs, whose isinstance costs more
                 text = self._messages.utf8(event.data)
             elif isinstance(event, TextMessage):
                 text = self._messages.text(event.data, event.message_finished)
-            elif self._other_event(event):
-                continue
             else:
-                return False
+                self._forward(batch)  # the messages before this event go first
+                if not self._other_event(event):
+                    return False
+                continue
             if text is None:
                 continue
             if isinstance(text, TooBig):
+                self._forward(batch)
                 self._end(
                     ExitStatus.SESSION_FAILED,
                     f"the client sent a message of at least {text.size} bytes, over the "
@@ -197,10 +202,17 @@ class WebSocketEndpoint:
                     "message too big",
                 )
                 continue
-            if self._forwarding and relay.upstream.open:
-                relay.forward(text)
-                self.from_client += 1
+            batch.append(text)
+        self._forward(batch)
         return True
+
+    def _forward(self, batch: list[Text]) -> None:
+        """Send the messages gathered in *batch* to the app-server (unless the client is being refused), and
+        empty it."""
+        if batch and self._forwarding and self._relay.upstream.open:
+            self._relay.forward_all(batch)
+            self.from_client += len(batch)
+        batch.clear()
 
     def _other_event(self, event: Event) -> bool:
         """A binary message, ping or close from the client; False once the client is done."""

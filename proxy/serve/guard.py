@@ -4,6 +4,7 @@ before it may reach the app-server (:meth:`~proxy.relay.Relay.forward` is the re
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from ..relay import Relay
@@ -22,15 +23,20 @@ class GuardedRelay(Relay):
         self.role = role
         self._label = label
 
-    def forward(self, text: Text) -> None:
-        verdict = check(self.role, text)
-        if isinstance(verdict, Refuse):
-            access.info("%s: refused %s (role %s)", self._label, verdict.method, self.role.value)
-            self._downstream.deliver([verdict.reply])
-        elif isinstance(verdict, Drop):
-            access.info("%s: dropped %s (role %s)", self._label, verdict.what, self.role.value)
-        else:
-            super().forward(text)
+    def forward_all(self, texts: Sequence[Text]) -> None:
+        """Send what the role allows; refuse or drop the rest (every message the relay sends comes here)."""
+        allowed = []
+        for text in texts:
+            verdict = check(self.role, text)
+            if isinstance(verdict, Refuse):
+                access.info("%s: refused %s (role %s)", self._label, verdict.method, self.role.value)
+                self._downstream.deliver([verdict.reply])
+            elif isinstance(verdict, Drop):
+                access.info("%s: dropped %s (role %s)", self._label, verdict.what, self.role.value)
+            else:
+                allowed.append(text)
+        if allowed:
+            super().forward_all(allowed)
 
 
 def make_relay(identity: Identity, label: str, *args: Any, **kwargs: Any) -> Relay:

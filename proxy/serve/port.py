@@ -22,6 +22,8 @@ from .client import ABNORMAL, INTERNAL_ERROR, POLICY_VIOLATION, WebSocketEndpoin
 from .resume import parse_resume
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..reconnect import ReconnectingUpstream
     from ..upstream import Upstream
     from .sessions import Session, Sessions
@@ -93,6 +95,17 @@ class Port:
                 self._sessions.resume(self, request)
                 return
         session.forward(text)
+
+    def forward_all(self, texts: Sequence[Text]) -> None:
+        """:meth:`forward` for each of *texts*, in order: the first message of a port may resume another session,
+        so it goes alone; the rest go to the session attached then."""
+        if self._first and texts:
+            self.forward(texts[0])
+            texts = texts[1:]
+        session = self.session
+        if session is None or not self._forwarding or not texts:
+            return
+        session.forward_all(texts)
 
     def end(self, ending: Ending, close_code: int | None = None) -> None:
         """The endpoint says the connection is over: detach the session when the client just vanished."""

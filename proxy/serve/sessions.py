@@ -47,6 +47,8 @@ from .resume import (
 from .roles import FULL_ACCESS, REVOKED_CODE, REVOKED_REASON, Identity
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .devicehub import DeviceHub
     from .notify import Notifier
 
@@ -162,6 +164,10 @@ class Session:
     def forward(self, text: Text) -> None:
         self.forwarded += 1
         self.relay.forward(text)
+
+    def forward_all(self, texts: Sequence[Text]) -> None:
+        self.forwarded += len(texts)
+        self.relay.forward_all(texts)
 
     def take(self, port: Port, max_bytes: int) -> list[Text]:
         """The next messages for *port*, if it is the one attached."""

@@ -17,11 +17,15 @@ import ssl
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from websockets.exceptions import InvalidStatus
+from wsproto.connection import Connection as WsprotoConnection
+from wsproto.connection import ConnectionType
+from wsproto.events import TextMessage
 
 from proxy.serve.pairing import parse_pairing_uri
 from proxy.serve.roles import ROLE_FORBIDDEN
@@ -228,6 +232,31 @@ FINGERPRINT = re.compile(r"^codex-appserver: TLS certificate SHA-256 fingerprint
 
 def printed_fingerprint(bridge: BridgeProcess) -> str:
     return bridge.wait_for_line(FINGERPRINT.pattern).group(1).replace(":", "").lower()
+
+
+def response_to(request_id: int) -> Callable[[JsonObject], bool]:
+    return lambda message: message.get("id") == request_id and "method" not in message
+
+
+def test_an_observers_messages_sent_in_one_write_are_each_checked(turn_server: CodexServer) -> None:
+    """The bridge forwards the messages of one read together (Relay.forward_all): the role rule still judges
+    each one. Three requests in one TCP segment: the allowed ones are answered by Codex, the forbidden one by the
+    bridge, in its place."""
+    observer_token = add_device("watch", turn_server.env, role="observer")
+    with running_bridge([], env=turn_server.env) as bridge, client(bridge, observer_token) as ws:
+        observer = Peer(ws)
+        observer.initialize("watch")
+        framer = WsprotoConnection(ConnectionType.CLIENT)  # masked frames, written past websockets in one send
+        batch = [
+            {"method": "thread/list", "id": 2, "params": {}},
+            {"method": "turn/start", "id": 3, "params": {"threadId": "t", "input": []}},
+            {"method": "thread/list", "id": 4, "params": {}},
+        ]
+        ws.socket.sendall(b"".join(framer.send(TextMessage(data=json.dumps(m))) for m in batch))
+        answers = {request_id: observer.read_until(response_to(request_id)) for request_id in (2, 3, 4)}
+        assert "data" in answers[2]["result"] and "data" in answers[4]["result"]
+        assert answers[3]["error"]["code"] == ROLE_FORBIDDEN
+        assert answers[3]["error"]["message"] == "turn/start is not allowed for role observer"
 
 
 def test_tls_self_signed_is_made_once_pinned_and_another_certificate_refused(
