@@ -155,11 +155,7 @@ class Connection:
         return self.send_utf8(data), b""
 
     def _frame(self, first: int, payload: bytes | bytearray) -> bytes:
-        header = _header(first, len(payload), self._mask_out)
-        if not self._mask_out:
-            return header + payload
-        key = self._key()
-        return b"".join((header, key, mask(payload, key)))
+        return b"".join(self._frame_parts(first, payload))
 
     def _frame_parts(self, first: int, payload: bytes | bytearray) -> tuple[bytes, bytes | bytearray]:
         header = _header(first, len(payload), self._mask_out)

@@ -182,9 +182,6 @@ class Outbox:
 
     async def take(self) -> bytes | bytearray:
         """Wait for queued bytes and take the oldest; call :meth:`done` once they are written."""
-        if self._pieces:  # corked across a wait: the pieces join the buffer
-            pieces, self._pieces, self._pieces_size = self._pieces, [], 0
-            self._buffer += b"".join(pieces)
         while True:
             if self._buffer:
                 data: bytes | bytearray
