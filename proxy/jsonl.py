@@ -25,7 +25,8 @@ from .outbox import Outbox
 from .session import BadLine
 from .spool import Spool
 from .stdio import FINISH_PIECE_SECONDS
-from .upstream import NORMAL_CLOSURE, Text
+from .upstream import Text
+from .upstream_end import NORMAL_CLOSURE
 
 if TYPE_CHECKING:
     from .relay import Relay

@@ -30,7 +30,8 @@ from .continuity import HOLD_LIMIT_BYTES, Continuity, Step, reconnect_delay
 from .errors import ExitStatus, ProxyError
 from .handshake import HandshakeResponse
 from .trace import Tap
-from .upstream import Text, Upstream, UpstreamEnd, UpstreamListener
+from .upstream import Text, Upstream, UpstreamListener
+from .upstream_end import UpstreamEnd
 
 log = logging.getLogger("codex_appserver")
 

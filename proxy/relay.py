@@ -25,16 +25,8 @@ from .errors import ExitStatus, ProxyError
 from .handshake import HandshakeResponse
 from .session import Retry, Session
 from .trace import Tap
-from .upstream import (
-    CLEAN_CLOSE_CODES,
-    GOING_AWAY,
-    MESSAGE_TOO_BIG,
-    NORMAL_CLOSURE,
-    Text,
-    Upstream,
-    UpstreamEnd,
-    UpstreamListener,
-)
+from .upstream import Text, Upstream, UpstreamListener
+from .upstream_end import CLEAN_CLOSE_CODES, GOING_AWAY, MESSAGE_TOO_BIG, NORMAL_CLOSURE, UpstreamEnd
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

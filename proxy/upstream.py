@@ -21,21 +21,22 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
-from .errors import ExitStatus, reason_of
+from . import upstream_end
+from .errors import reason_of
 from .fastws import Connection, Utf8Text  # wsproto's Connection with a fast path for whole data frames
 from .fdio import direct_gatherer, direct_receiver, direct_sender, direct_writer
 from .handshake import HandshakeResponse
-from .messages import MessageAssembler, TooBig, text_fragments, too_big_fragments
+from .messages import MessageAssembler, TooBig, text_fragments
 from .options import DEFAULT_MAX_FRAME_BYTES
 from .outbox import GATHER_PIECE_BYTES, Outbox
 from .trace import Tap
+from .upstream_end import UpstreamEnd
 
 log = logging.getLogger("codex_appserver")
 
@@ -50,36 +51,8 @@ PONG_HIGH_WATER = 64 * 1024
 #: A text message as it travels: the UTF-8 bytes (from the socket or stdin), or a str.
 Text = str | bytes | bytearray
 
-#: RFC 6455 §7.4.1 close codes.
-NORMAL_CLOSURE = 1000
-GOING_AWAY = 1001
-MESSAGE_TOO_BIG = 1009
-#: Close codes from the server that end a session cleanly.
-CLEAN_CLOSE_CODES = frozenset({NORMAL_CLOSURE, GOING_AWAY})
-
 #: Payload of our keepalive pings.
 KEEPALIVE_PAYLOAD = b"codex-appserver keepalive"
-
-
-@dataclass(frozen=True)
-class UpstreamEnd:
-    """How the upstream connection ended, as proposed to the listener.
-
-    :ivar status: the exit status ``proxy`` would end with (:class:`~proxy.errors.ExitStatus`).
-    :ivar message: the stderr line, without the ``codex-appserver:`` prefix (None: nothing to say).
-    :ivar close_code: the close code to send the app-server (None: send none, the connection is gone).
-    :ivar kind: ``"lost"`` (EOF or reset without a close frame, or a failed write), ``"keepalive"`` (no pong),
-        ``"closed"`` (the server's close frame), ``"protocol"`` (RFC 6455 violation), ``"too-big"`` (a
-        message over ``max_incoming_size``). A reconnect layer reconnects on ``lost``, ``keepalive`` and a
-        ``closed`` with 1001/1012.
-    :ivar server_code: the close code the server sent, for ``closed``.
-    """
-
-    status: int
-    message: str | None
-    close_code: int | None
-    kind: str
-    server_code: int | None = None
 
 
 class UpstreamListener(Protocol):
@@ -267,14 +240,7 @@ class Upstream:
                 await self._send_socket(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._outbox.close()
-                self._listener.upstream_ended(
-                    UpstreamEnd(
-                        ExitStatus.SESSION_FAILED,
-                        f"lost the connection to the app-server at {self._where} ({reason_of(exc)})",
-                        None,
-                        "lost",
-                    )
-                )
+                self._listener.upstream_ended(upstream_end.write_failed(self._where, reason_of(exc)))
                 return
             self._outbox.done()
             self._send_pong()
@@ -341,16 +307,7 @@ class Upstream:
         return self._listener.upstream_messages(texts)
 
     def _too_big(self, text: TooBig) -> None:
-        self._listener.upstream_ended(
-            UpstreamEnd(
-                ExitStatus.SESSION_FAILED,
-                f"the app-server sent a message of at least {text.size} bytes"
-                f"{too_big_fragments(text)}, over --max-incoming-size "
-                f"({self._max_incoming_size} bytes); closed with {MESSAGE_TOO_BIG}",
-                MESSAGE_TOO_BIG,
-                "too-big",
-            )
-        )
+        self._listener.upstream_ended(upstream_end.too_big(text, self._max_incoming_size))
 
     def _binary(self, event: BytesMessage) -> None:
         binary = self._messages.binary(event.data, event.message_finished)
@@ -366,41 +323,16 @@ class Upstream:
         if self._peer_eof:
             log.info("the app-server closed the socket")
             self._tap.event("eof")
-            self._listener.upstream_ended(UpstreamEnd(ExitStatus.SESSION_FAILED, self._lost_message(), None, "lost"))
+            end = upstream_end.lost(self._where, partial=self._messages.partial, outstanding=self.outstanding())
+            self._listener.upstream_ended(end)
         elif state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):  # wsproto could not parse the input
-            self._listener.upstream_ended(
-                UpstreamEnd(
-                    ExitStatus.PROTOCOL,
-                    f"the app-server at {self._where} broke the WebSocket protocol: {event.reason}; closed with {code}",
-                    code,
-                    "protocol",
-                )
-            )
+            self._listener.upstream_ended(upstream_end.protocol_error(self._where, event.reason, code))
         else:
             log.info("close frame from the app-server: %d %s", code, event.reason or "")
             self._tap.event("close", dir="in", code=code, reason=event.reason or "")
             if state is ConnectionState.REMOTE_CLOSING:  # the server closed first: echo its code
                 self._send(event.response())
-                reason = f" {event.reason}" if event.reason else ""
-                status = ExitStatus.OK if code in CLEAN_CLOSE_CODES else ExitStatus.SESSION_FAILED
-                self._listener.upstream_ended(
-                    UpstreamEnd(
-                        status,
-                        f"the app-server at {self._where} closed the connection ({code}{reason})",
-                        None,
-                        "closed",
-                        code,
-                    )
-                )
-
-    def _lost_message(self) -> str:
-        message = f"lost the connection to the app-server at {self._where}: it closed without a close frame"
-        if self._messages.partial:
-            message += ", in the middle of a message (its start was dropped)"
-        outstanding = self.outstanding()
-        if outstanding:
-            message += f"; {outstanding} request{'s' if outstanding != 1 else ''} unanswered"
-        return message
+                self._listener.upstream_ended(upstream_end.closed(self._where, code, event.reason))
 
     # -- keepalive -------------------------------------------------------------------------------------
 
@@ -418,13 +350,5 @@ class Upstream:
                 await answered.wait()
             self._answer = None
             if not answered.is_set():  # no pong, nor anything else, since the ping
-                self._listener.upstream_ended(
-                    UpstreamEnd(
-                        ExitStatus.SESSION_FAILED,
-                        f"the app-server at {self._where} stopped answering: no pong within {timeout:g} s "
-                        "of a ping; see --ping-interval and --ping-timeout",
-                        GOING_AWAY,
-                        "keepalive",
-                    )
-                )
+                self._listener.upstream_ended(upstream_end.no_pong(self._where, timeout))
                 return

@@ -28,7 +28,8 @@ from ..errors import ExitStatus
 from ..fastws import Connection, Utf8Text  # wsproto's Connection with a fast path for whole data frames
 from ..fdio import direct_receiver, direct_sender, direct_writer
 from ..messages import MessageAssembler, TooBig
-from ..upstream import GOING_AWAY, MESSAGE_TOO_BIG, Text
+from ..upstream import Text
+from ..upstream_end import GOING_AWAY, MESSAGE_TOO_BIG
 
 
 class UpstreamPort(Protocol):

@@ -22,7 +22,7 @@ import trio
 from ..ending import Ending
 from ..errors import ExitStatus, LocalIOError
 from ..relay import Relay
-from ..upstream import GOING_AWAY
+from ..upstream_end import GOING_AWAY
 from .auth import Offer, Token
 from .control import LineReader, open_control_socket, send_json
 from .devices import DeviceStore, DeviceWatch, ensure_state_dir, identify, utc_now

@@ -17,7 +17,8 @@ import trio
 
 from ..ending import Ending
 from ..errors import ExitStatus
-from ..upstream import GOING_AWAY, Text
+from ..upstream import Text
+from ..upstream_end import GOING_AWAY
 from .client import ABNORMAL, INTERNAL_ERROR, POLICY_VIOLATION, WebSocketEndpoint
 from .resume import parse_resume
 

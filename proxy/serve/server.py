@@ -27,7 +27,7 @@ from ..handshake import HandshakeResponse
 from ..reconnect import Reconnect
 from ..relay import Relay
 from ..trace import Tap
-from ..upstream import GOING_AWAY
+from ..upstream_end import GOING_AWAY
 from .auth import KNOWN_SUBPROTOCOLS
 from .client import SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
 from .http import BadRequest, ServerHandshake

@@ -28,7 +28,8 @@ from ..handshake import HandshakeResponse
 from ..relay import Relay
 from ..spool import Spool
 from ..trace import Tap
-from ..upstream import GOING_AWAY, Text
+from ..upstream import Text
+from ..upstream_end import GOING_AWAY
 from .client import POLICY_VIOLATION, SERVICE_RESTART, SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
 from .notify_rules import event_of
 from .options import ServeOptions

@@ -23,7 +23,7 @@ from proxy.continuity import (
 from proxy.inflight import Text
 from proxy.reconnect import reconnectable
 from proxy.session import id_key
-from proxy.upstream import UpstreamEnd
+from proxy.upstream_end import UpstreamEnd
 
 JsonObject = dict[str, Any]
 
