@@ -51,8 +51,9 @@ log = logging.getLogger("codex_appserver")
 class Downstream(Protocol):
     """The client's end of a relay.
 
-    The endpoint reads its client in its own tasks and hands each message to :meth:`Relay.forward` (after
-    ``await relay.upstream.wait_writable()``: read no faster than the app-server takes them); the relay hands it
+    The endpoint reads its client in its own tasks and hands the messages of each read to
+    :meth:`Relay.forward_all` (after ``await relay.upstream.wait_writable()``: read no faster than the app-server
+    takes them); the relay hands it
     the app-server's messages with :meth:`deliver`, which never blocks: the endpoint queues them, bounded by its
     own rule (the stdio endpoint spools to disk, a WebSocket client past its queue limit is closed as a slow
     consumer). To end, an endpoint calls :meth:`Relay.end`.
@@ -211,11 +212,6 @@ class Relay:
         await self._downstream.finish(self._ending)
 
     # -- downstream -> upstream ------------------------------------------------------------------------
-
-    def forward(self, text: Text) -> None:
-        """Send one message from the client to the app-server (the caller checked :attr:`Upstream.open`):
-        :meth:`forward_all` of one."""
-        self.forward_all((text,))
 
     def forward_all(self, texts: Sequence[Text]) -> None:
         """Send messages from the client to the app-server, in order (the messages of one read; the caller

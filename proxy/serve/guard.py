@@ -1,5 +1,5 @@
 """A :class:`~proxy.relay.Relay` whose client has a role: each client message passes :func:`~proxy.serve.roles.check`
-before it may reach the app-server (:meth:`~proxy.relay.Relay.forward` is the relay's per-message hook)."""
+before it may reach the app-server (every message a relay sends passes :meth:`~proxy.relay.Relay.forward_all`)."""
 
 from __future__ import annotations
 

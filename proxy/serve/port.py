@@ -85,28 +85,29 @@ class Port:
         if corked is not None:
             corked.uncork()
 
-    def forward(self, text: Text) -> None:
-        session = self.session
-        if session is None or not self._forwarding:
-            return
-        if self._first:
-            self._first = False
-            request = parse_resume(text)
-            if request is not None:
-                self._sessions.resume(self, request)
-                return
-        session.forward(text)
-
     def forward_all(self, texts: Sequence[Text]) -> None:
-        """:meth:`forward` for each of *texts*, in order: the first message of a port may resume another session,
-        so it goes alone; the rest go to the session attached then."""
+        """Send the client's messages of one read to its session, in order: the first message of a port may resume
+        another session, so it goes alone; the rest go to the session attached then."""
         if self._first and texts:
-            self.forward(texts[0])
+            self._forward_first(texts[0])
             texts = texts[1:]
         session = self.session
         if session is None or not self._forwarding or not texts:
             return
         session.forward_all(texts)
+
+    def _forward_first(self, text: Text) -> None:
+        """The port's first message: a resume request attaches the port to that session; anything else goes to the
+        port's own session."""
+        session = self.session
+        if session is None or not self._forwarding:
+            return
+        self._first = False
+        request = parse_resume(text)
+        if request is not None:
+            self._sessions.resume(self, request)
+            return
+        session.forward_all((text,))
 
     def end(self, ending: Ending, close_code: int | None = None) -> None:
         """The endpoint says the connection is over: detach the session when the client just vanished."""

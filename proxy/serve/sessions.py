@@ -162,10 +162,6 @@ class Session:
 
     # -- what ports and the manager do -----------------------------------------------------------------
 
-    def forward(self, text: Text) -> None:
-        self.forwarded += 1
-        self.relay.forward(text)
-
     def forward_all(self, texts: Sequence[Text]) -> None:
         self.forwarded += len(texts)
         self.relay.forward_all(texts)
