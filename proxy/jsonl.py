@@ -124,9 +124,7 @@ class StdioEndpoint:
         if not relay.upstream.open:
             return False
         texts: list[bytes | bytearray] = []  # the checked lines, sent together (Relay.forward_all)
-        items.reverse()  # taken from the end, so that each line is freed once it is checked or refused
-        while items:
-            item = items.pop()
+        for item in items:
             bad: BadLine | None = None
             if isinstance(item, LineTooLong):
                 reason = f"{item.size} bytes, over --max-message-size ({self._options.max_message_size} bytes)"
@@ -139,8 +137,6 @@ class StdioEndpoint:
                     if session.notice is not None:
                         log.warning("%s", session.notice)
                     texts.append(checked)
-                del checked
-            del item
             if bad is not None and not self._bad_line(bad):
                 relay.forward_all(texts)  # the lines before a refused one still go (--strict)
                 return False
