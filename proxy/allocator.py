@@ -5,10 +5,13 @@ By default glibc serves a block of 128 KiB or more with its own ``mmap``. A read
 unmaps it at ``free``, so its adaptive threshold never rises and every big read gets fresh pages from the
 kernel: 6.5 page faults per 64 KiB message and 96 per 1 MiB message streamed through ``proxy`` (measured with
 ``/proc/PID/stat`` on glibc 2.36). Blocks up to :data:`MMAP_THRESHOLD_BYTES` now come from the heap, which
-keeps up to :data:`TRIM_THRESHOLD_BYTES` free at its top for the next one: 0.6 and 13 faults per message. In an
-interleaved A/B run (6 and 4 repetitions) that cut the proxy's CPU per message by 3% at 64 KiB and 16% at
-1 MiB, and raised throughput at 1 MiB by 10%, with the same peak RSS. Bigger blocks (a 64 MiB message) still
-get their own mapping and go back to the kernel when freed.
+keeps up to :data:`TRIM_THRESHOLD_BYTES` free at its top for the next one: 1.8 faults per 64 KiB message. Bigger
+blocks (a 64 MiB message) still get their own mapping and go back to the kernel when freed.
+
+The trim threshold is a trade between speed and peak memory. At 16 MiB, 1 MiB messages fell to 13 faults each
+(CPU -16% in an interleaved A/B run of 4 repetitions), but the heap then kept up to 16 MiB: a 64 MiB stdin line of
+nested lists peaked 5 MiB higher, past the ``baseline + 3 x size`` bound of ``scripts/memcheck.py`` (issue 9).
+At 4 MiB every memcheck shape peaks as without these settings.
 
 Other C libraries (musl, macOS) are left as they are.
 """
@@ -22,7 +25,7 @@ from .options import MiB
 #: Blocks of at least this many bytes get their own mapping (glibc's default: 128 KiB, adjusted at run time).
 MMAP_THRESHOLD_BYTES = 4 * MiB
 #: Free bytes at the top of the heap beyond this are given back to the kernel (glibc's default: 128 KiB).
-TRIM_THRESHOLD_BYTES = 16 * MiB
+TRIM_THRESHOLD_BYTES = 4 * MiB
 
 # mallopt(3) parameter numbers, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
