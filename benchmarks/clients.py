@@ -60,32 +60,35 @@ class Stream:
     peak_rss: int | None  # VmHWM of the tool process at the end, in bytes
 
 
-def _where(expected: bytes | memoryview, pos: int, chunk: bytes) -> str:
-    view = memoryview(expected)
-    if pos + len(chunk) > len(view):
-        return f"{pos + len(chunk) - len(view)} bytes more than were sent"
-    index = next(i for i in range(len(chunk)) if chunk[i] != view[pos + i])
-    line_number = bytes(view[: pos + index]).count(b"\n") + 1
+def _where(expected: bytes, pos: int, chunk: bytes) -> str:
+    if pos + len(chunk) > len(expected):
+        return f"{pos + len(chunk) - len(expected)} bytes more than were sent"
+    index = next(i for i in range(len(chunk)) if chunk[i] != expected[pos + i])
+    line_number = expected.count(b"\n", 0, pos + index) + 1
     return f"byte {pos + index} (line {line_number}) differs: got {chunk[index : index + 40]!r}"
 
 
 def check_chunks(read: Callable[[], bytes], expected: bytes, name: str) -> None:
     """Read until *expected* has come back whole, comparing each chunk as it arrives.
 
+    The comparison is ``bytes.startswith`` at an offset, a memcmp: comparing a memoryview slice with bytes
+    goes element by element (20 ms per 4 MiB here, against 0.7 ms), and it made this checker, not the tool
+    under test, the biggest user of the machine's two cores.
+
     :raises BenchFailure: wrong, missing or extra bytes (:class:`Stalled`, saying how many bytes are owed: *read*
         raised it).
     """
-    view = memoryview(expected)
+    size = len(expected)
     pos = 0
-    while pos < len(view):
+    while pos < size:
         try:
             chunk = read()
         except Stalled as exc:  # say how much is held back: the last line, a byte of it, or more
-            raise Stalled(f"{exc}: {len(view) - pos} of {len(view)} bytes still owed") from None
+            raise Stalled(f"{exc}: {size - pos} of {size} bytes still owed") from None
         if not chunk:
-            raise BenchFailure(f"{name}: output ended after {pos} of {len(view)} bytes (lost or held back)")
+            raise BenchFailure(f"{name}: output ended after {pos} of {size} bytes (lost or held back)")
         end = pos + len(chunk)
-        if end > len(view) or view[pos:end] != chunk:
+        if end > size or not expected.startswith(chunk, pos):
             raise BenchFailure(f"{name}: {_where(expected, pos, chunk)}")
         pos = end
 
