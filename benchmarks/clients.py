@@ -29,10 +29,12 @@ STALL_SECONDS = 30.0
 #: buffer drains (vi/websocat#250, open). Measured here (strace, ss -x, FIONREAD): with 1 MiB lines the last
 #: frame (1 MiB + 14 bytes) meets the ~208 KiB default send buffer of websocat's own socket, and the last line
 #: (1 MiB + LF) the 1 MiB stdout pipe; websocat then waits in epoll_wait with nothing unsent anywhere but its
-#: own buffer, and one more stdin line releases everything. No setting of the echo server or of this harness
-#: avoids it (echo buffers, echo backpressure, pipe sizes: measured, see the README), so such an attempt is
-#: given up after this long, in seconds, and retried; a case that stalls on every attempt is recorded as None
-#: ("stalled").
+#: own buffer, and one more stdin line releases everything, as does stdin EOF. No setting of the echo server or
+#: of this harness avoids it (echo buffers, echo backpressure, pipe sizes: measured, see the README); a stream
+#: therefore ends with stdin EOF right after its last line (:meth:`Running.stream`), as ``cat FILE | tool``
+#: gives, and websocat then completes. Where it may still stall (the serve bridge case: a WebSocket client cannot
+#: half-close, its close frame ends both directions), an attempt is given up after this long, in seconds, and
+#: retried; a case that stalls on every attempt is recorded as None ("stalled").
 WEBSOCAT_STALL_SECONDS = 5.0
 WEBSOCAT_ATTEMPTS = 3
 #: Bytes per write to the tool's stdin, and per read of its stdout or the socket.
@@ -93,13 +95,21 @@ def check_chunks(read: Callable[[], bytes], expected: bytes, name: str) -> None:
         pos = end
 
 
-def start_writer(write: Callable[[memoryview], int], data: bytes, errors: list[BaseException]) -> threading.Thread:
+def start_writer(
+    write: Callable[[memoryview], int],
+    data: bytes,
+    errors: list[BaseException],
+    end: Callable[[], object] = lambda: None,
+) -> threading.Thread:
+    """Write *data* in a thread, then call *end* (the end of the input: stdin EOF, a close frame)."""
+
     def run() -> None:
         view = memoryview(data)
         try:
             at = 0
             while at < len(view):
                 at += write(view[at : at + WRITE_BYTES])
+            end()
         except OSError as exc:
             errors.append(exc)
 
@@ -168,24 +178,45 @@ class Running:
         return os.read(self._stdout, READ_BYTES)
 
     def stream(self, data: bytes, echo_pid: int) -> Stream:
-        """Write *data* (whole lines) to stdin while checking it comes back on stdout."""
+        """Write *data* (whole lines) to stdin and close it, as ``cat FILE | tool`` does, while checking that
+        *data* comes back on stdout; the time ends at its last byte, not at the tool's exit.
+
+        The EOF right after the last line is what a pipeline gives a tool, and it is what lets websocat send
+        the message it holds back (see :data:`WEBSOCAT_STALL_SECONDS`); the proxy's drain waits for nothing,
+        the lines being notifications.
+        """
+        assert self.proc.stdin is not None
         errors: list[BaseException] = []
         cpu = cpu_seconds(self.proc.pid)
         echo_cpu = cpu_seconds(echo_pid)
         start = time.perf_counter()
-        thread = start_writer(lambda view: os.write(self._stdin, view), data, errors)
+        thread = start_writer(lambda view: os.write(self._stdin, view), data, errors, self.proc.stdin.close)
         check_chunks(self.read, data, self.name)
         seconds = time.perf_counter() - start
         result = Stream(
             seconds,
             cpu_seconds(self.proc.pid) - cpu,
             cpu_seconds(echo_pid) - echo_cpu,
-            peak_rss_bytes(self.proc.pid),
+            self._peak_rss(),
         )
         thread.join()
         if errors:
             raise BenchFailure(f"{self.name}: writing stdin failed: {errors[0]}")
         return result
+
+    def _peak_rss(self) -> int:
+        """The tool's peak RSS so far, in bytes.
+
+        A tool that has ended meanwhile (the proxy ends soon after its last line once stdin is closed) has no
+        VmHWM left: its whole life's peak comes from ``wait4`` instead, which reaps it. Its CPU time
+        (schedstat, still readable) then includes its exit, about 6 ms for the proxy here.
+        """
+        try:
+            return peak_rss_bytes(self.proc.pid)
+        except RuntimeError:
+            _, status, usage = os.wait4(self.proc.pid, 0)
+            self.proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_maxrss * 1024  # KiB on Linux
 
     def round_trips(self, lines: Sequence[bytes]) -> list[float]:
         """Send each line once the previous one is back; the round-trip time of each, in seconds."""

@@ -33,6 +33,8 @@ async def test_smoke_mode_completes_with_every_byte_checked(tmp_path: Path) -> N
     for metric in ("msgs_per_s_100B", "msgs_per_s_1KiB", "mb_per_s_64KiB", "mb_per_s_1MiB", "rtt_p50_us"):
         assert rows[metric]["medians"]["proxy"] > 0
         assert rows[metric]["medians"]["direct"] > 0
+    # Streams end with stdin EOF, which releases the 1 MiB message websocat otherwise holds back.
+    assert rows["mb_per_s_1MiB"]["medians"]["websocat"] > 0
     assert rows["startup_ms"]["medians"]["floor"] > 0
     assert rows["peak_rss_big"]["medians"]["proxy"] > 0
     assert b"| throughput 100 B |" in done.stdout
