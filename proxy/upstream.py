@@ -205,8 +205,11 @@ class Upstream:
         self._outbox.cork()
 
     def uncork(self) -> None:
-        """Write what was gathered since :meth:`cork`."""
+        """Write what was gathered since :meth:`cork`, then go on framing a big message if that write took it all:
+        only the writer task frames more otherwise, and it wakes only for bytes the write left queued."""
         self._outbox.uncork()
+        if self._sending:
+            self._frame_fragments()
 
     def _send(self, event: Event) -> None:
         self._outbox.put(self._ws.send(event))
