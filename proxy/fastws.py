@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from wsproto.connection import Connection as WsprotoConnection
@@ -146,6 +146,45 @@ class Connection:
         if not self._sending_fragments and not self._slow and self._ws.state is ConnectionState.OPEN:
             return self._frame(0x81, data)
         return self.send(TextMessage(data=data.decode("utf-8")))
+
+    def send_texts(self, texts: Sequence[str | bytes | bytearray]) -> bytes:
+        """The bytes that send each of *texts* as one whole text message, in order, joined: a str as
+        ``send(TextMessage(data=text))``, UTF-8 bytes as :meth:`send_utf8` (the caller's promise: valid UTF-8).
+
+        One call for the messages of one read: a relay's per-message calls (a frame, a key, a join) cost about a
+        tenth of its CPU per 100 B message. Each frame still gets its own random masking key (RFC 6455 §5.3).
+
+        :raises UnicodeEncodeError: a str holds a lone surrogate (as :meth:`send`).
+        """
+        if self._sending_fragments or self._slow or self._ws.state is not ConnectionState.OPEN:
+            return b"".join(
+                [self.send(TextMessage(data=t)) if isinstance(t, str) else self.send_utf8(t) for t in texts]
+            )
+        parts: list[bytes | bytearray] = []
+        append = parts.append
+        mask_bit = self._mask_out
+        if not mask_bit:
+            for text in texts:
+                data = text.encode("utf-8") if isinstance(text, str) else text
+                size = len(data)
+                append(bytes((0x81, size)) if size < 126 else _header(0x81, size, 0))
+                append(data)
+            return b"".join(parts)
+        need = 4 * len(texts)
+        keys, at = self._keys, self._key_at
+        if at + need > len(keys):
+            keys = self._keys = os.urandom(max(MASK_BATCH_BYTES, need))  # the old batch's rest is never used
+            at = 0
+        self._key_at = at + need
+        for text in texts:
+            data = text.encode("utf-8") if isinstance(text, str) else text
+            size = len(data)
+            key = keys[at : at + 4]
+            at += 4
+            append(bytes((0x81, size | 0x80)) if size < 126 else _header(0x81, size, 0x80))
+            append(key)
+            append(mask(data, key))
+        return b"".join(parts)
 
     def send_utf8_parts(self, data: bytes | bytearray) -> tuple[bytes, bytes | bytearray]:
         """:meth:`send_utf8` as two pieces to write one after the other: the frame header (with the masking key)

@@ -155,13 +155,16 @@ class Upstream:
         if self._sending:
             self._behind.extend(texts)
             return
-        ws, put, limit = self._ws, self._outbox.put, min(self._frame_limit, GATHER_PIECE_BYTES - 1)
-        for at, text in enumerate(texts):
+        limit = min(self._frame_limit, GATHER_PIECE_BYTES - 1)
+        simple = 0
+        for text in texts:
             if isinstance(text, str) or len(text) > limit:
-                for rest in texts[at:]:  # str, a frame worth gathering, or fragments: the general way
-                    self.send_text(rest)
-                return
-            put(ws.send_utf8(text))
+                break
+            simple += 1
+        if simple:
+            self._outbox.put(self._ws.send_texts(texts if simple == len(texts) else texts[:simple]))
+        for rest in texts[simple:]:  # str, a frame worth gathering, or fragments: the general way
+            self.send_text(rest)
 
     def _start(self, text: Text) -> None:
         """Frame *text* now when it fits one frame (the common case: no decode), else begin its fragments."""

@@ -256,11 +256,7 @@ class WebSocketEndpoint:
         """
         if self._ws.state is not ConnectionState.OPEN or not self._forwarding:
             return
-        ws = self._ws
-        # wsproto sends bytes as a binary frame: a text message goes to it as str, or as UTF-8 to send_utf8.
-        data = b"".join(
-            [ws.send(TextMessage(data=text)) if isinstance(text, str) else ws.send_utf8(text) for text in texts]
-        )
+        data = self._ws.send_texts(texts)
         waiting = self._queued + self._in_flight
         if waiting and waiting + len(data) > self._limit:  # one message larger than the bound still goes out alone
             self._slow_consumer(waiting + len(data))

@@ -325,6 +325,58 @@ def test_send_utf8_frames_decode_like_wsprotos_text_messages(
     assert decoded(role, b"".join(sent)) == decoded(role, b"".join(expected))
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(ROLES),
+    st.lists(texts | st.builds(TextMessage, data=texts, message_finished=st.booleans()), max_size=4),
+    st.lists(st.lists(texts, max_size=8), max_size=4),
+    st.booleans(),
+)
+def test_send_texts_decodes_like_wsprotos_text_messages_one_by_one(
+    role: ConnectionType, before: list[str | TextMessage], batches: list[list[str]], as_utf8: bool
+) -> None:
+    """send_texts(batch) is send(TextMessage(text)) of each text, joined, whether the texts come as str or as
+    UTF-8, also after a fragment of another message (wsproto refuses the same)."""
+    fast, reference = fastws.Connection(role), WsprotoConnection(role)
+    sent, expected = [], []
+    for item in before:
+        event = TextMessage(data=item) if isinstance(item, str) else item
+        try:
+            expected.append(reference.send(event))
+        except LocalProtocolError:
+            continue
+        sent.append(fast.send(event))
+    for batch in batches:
+        try:
+            expected.append(b"".join([reference.send(TextMessage(data=text)) for text in batch]))
+        except LocalProtocolError as exc:  # a whole message inside a fragmented one
+            with pytest.raises(LocalProtocolError, match=str(exc)):
+                fast.send_texts([text.encode() if as_utf8 else text for text in batch])
+            return
+        sent.append(fast.send_texts([text.encode() if as_utf8 else text for text in batch]))
+    assert decoded(role, b"".join(sent)) == decoded(role, b"".join(expected))
+    if role is ConnectionType.SERVER:
+        assert b"".join(sent) == b"".join(expected)  # unmasked: byte for byte
+
+
+def test_send_texts_gives_every_frame_its_own_random_mask() -> None:
+    fast = fastws.Connection(ConnectionType.CLIENT)
+    batches = [fast.send_texts(["same"] * 7) for _ in range(500)]  # 3500 keys: crosses the batch refills
+    frames = [batch[at : at + 10] for batch in batches for at in range(0, len(batch), 10)]
+    keys = [data[2:6] for data in frames]
+    assert len(keys) == 3500
+    assert len(set(keys)) > 3490  # 32 random bits each: a repeat or two at most by chance
+    assert all(decoded(ConnectionType.CLIENT, data) == [TextMessage(data="same")] for data in frames)
+
+
+def test_send_texts_refuses_a_lone_surrogate_like_send() -> None:
+    fast = fastws.Connection(ConnectionType.CLIENT)
+    with pytest.raises(UnicodeEncodeError):
+        fast.send(TextMessage(data="\ud800"))
+    with pytest.raises(UnicodeEncodeError):
+        fast.send_texts(["ok", "\ud800"])
+
+
 def test_every_client_frame_gets_its_own_random_mask() -> None:
     fast = fastws.Connection(ConnectionType.CLIENT)
     frames = [fast.send(TextMessage(data="same")) for _ in range(3000)]  # crosses the 1024-key batch refills
