@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import select
 import signal
@@ -40,6 +41,10 @@ WEBSOCAT_ATTEMPTS = 3
 #: Bytes per write to the tool's stdin, and per read of its stdout or the socket.
 WRITE_BYTES = 1 << 20
 READ_BYTES = 4 << 20
+#: Bytes per read in the round trips (one 200 B line each). A read of READ_BYTES gets a fresh 4 MiB buffer every
+#: time (an mmap, a page fault, a shrink): harness time in every round trip (about 2 us here), whichever
+#: tool it measures, which would hide part of the difference between them.
+ROUND_TRIP_READ_BYTES = 64 << 10
 #: The pipes to and from a tool are this big (both tools get the same; Linux's default cap).
 PIPE_BYTES = 1 << 20
 
@@ -168,14 +173,14 @@ class Running:
         self._poll = select.poll()
         self._poll.register(stdout, select.POLLIN)
 
-    def read(self) -> bytes:
-        """The next bytes on stdout (b"" at EOF).
+    def read(self, size: int = READ_BYTES) -> bytes:
+        """The next bytes on stdout, at most *size* (b"" at EOF).
 
         :raises Stalled: nothing for the tool's stall time.
         """
         if not self._poll.poll(self._stall * 1000):
             raise Stalled(f"{self.name}: no output for {self._stall:g} s while bytes are owed (lost or held back)")
-        return os.read(self._stdout, READ_BYTES)
+        return os.read(self._stdout, size)
 
     def stream(self, data: bytes, echo_pid: int) -> Stream:
         """Write *data* (whole lines) to stdin and close it, as ``cat FILE | tool`` does, while checking that
@@ -220,11 +225,12 @@ class Running:
 
     def round_trips(self, lines: Sequence[bytes]) -> list[float]:
         """Send each line once the previous one is back; the round-trip time of each, in seconds."""
+        read = functools.partial(self.read, ROUND_TRIP_READ_BYTES)
         times = []
         for one in lines:
             start = time.perf_counter()
             os.write(self._stdin, one)
-            check_chunks(self.read, one, self.name)
+            check_chunks(read, one, self.name)
             times.append(time.perf_counter() - start)
         return times
 

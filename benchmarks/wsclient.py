@@ -7,13 +7,23 @@ websocat ``ws-l:``), it is that bridge's one client. Frames come from :mod:`benc
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import socket
 import time
 from collections.abc import Sequence
 
-from .clients import READ_BYTES, STALL_SECONDS, BenchFailure, Stalled, Stream, check_chunks, start_writer
+from .clients import (
+    READ_BYTES,
+    ROUND_TRIP_READ_BYTES,
+    STALL_SECONDS,
+    BenchFailure,
+    Stalled,
+    Stream,
+    check_chunks,
+    start_writer,
+)
 from .procfs import cpu_seconds, peak_rss_bytes
 from .workload import close_frame
 
@@ -85,14 +95,18 @@ class Direct:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
-    def read(self) -> bytes:
+    def read(self, size: int = READ_BYTES) -> bytes:
+        """The next bytes from the server, at most *size*.
+
+        :raises Stalled: nothing for the stall time.
+        """
         if self._pending:
             data, self._pending = self._pending, b""
             return data
         ready, _, _ = select.select([self._sock], [], [], self._stall)
         if not ready:
             raise Stalled(f"{self.name}: no frames for {self._stall:g} s while bytes are owed (lost or held back)")
-        return self._sock.recv(READ_BYTES)
+        return self._sock.recv(size)
 
     def stream(self, frames: bytes, expected: bytes, echo_pid: int, bridge_pid: int | None = None) -> Stream:
         """Send *frames* while checking that *expected* comes back; with *bridge_pid*, that process's CPU time
@@ -116,11 +130,13 @@ class Direct:
         return result
 
     def round_trips(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[float]:
+        """Send each frame once the previous one's echo is back; the round-trip time of each, in seconds."""
+        read = functools.partial(self.read, ROUND_TRIP_READ_BYTES)
         times = []
         for frame, back in pairs:
             start = time.perf_counter()
             self._sock.sendall(frame)
-            check_chunks(self.read, back, self.name)
+            check_chunks(read, back, self.name)
             times.append(time.perf_counter() - start)
         return times
 
