@@ -287,7 +287,7 @@ class Upstream:
         texts: list[Text] = []
         for event in self._ws.events():
             if type(event) is Utf8Text:  # a whole text message from the fast path, as UTF-8
-                whole = self._messages.utf8(event.data)
+                whole = self._messages.utf8(event)
                 if isinstance(whole, TooBig):
                     self._too_big(whole)
                 else:

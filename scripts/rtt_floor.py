@@ -79,7 +79,7 @@ def floor_relay(sock: str) -> None:
                 if not data:
                     return
                 ws.receive_data(data)
-                os.write(1, b"".join([event.data + b"\n" for event in ws.events() if type(event) is Utf8Text]))
+                os.write(1, b"".join([event + b"\n" for event in ws.events() if type(event) is Utf8Text]))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(socket_to_stdout)

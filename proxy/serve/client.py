@@ -180,8 +180,8 @@ class WebSocketEndpoint:
         batch: list[Text] = []  # the client's messages of this read, sent together (Relay.forward_all)
         for event in self._ws.events():
             text: bytes | bytearray | TooBig | None
-            if isinstance(event, Utf8Text):  # first: wsproto's events are ABCs, whose isinstance costs more
-                text = self._messages.utf8(event.data)
+            if isinstance(event, Utf8Text):  # first: bytes is a plain type; wsproto's events are ABCs (slower)
+                text = self._messages.utf8(event)
             elif isinstance(event, TextMessage):
                 text = self._messages.text(event.data, event.message_finished)
             else:

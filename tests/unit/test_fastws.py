@@ -121,7 +121,7 @@ def streams(draw: st.DrawFn) -> tuple[ConnectionType, bytes, list[int], list[boo
 def as_wsproto(event: Event | fastws.Utf8Text) -> Event:
     """What wsproto says for a fast-path event: a :class:`~proxy.fastws.Utf8Text` is a whole TextMessage."""
     if isinstance(event, fastws.Utf8Text):
-        return TextMessage(data=event.data.decode("utf-8"), frame_finished=True, message_finished=True)
+        return TextMessage(data=event.decode("utf-8"), frame_finished=True, message_finished=True)
     return event
 
 
