@@ -19,17 +19,14 @@ serializing. This class handles only the common case itself and hands everything
   the state at the end are wsproto's, for any stream and any read boundaries (``tests/unit/test_fastws.py``
   checks this against wsproto with hypothesis).
 - **Sending.** A whole :class:`~wsproto.events.Message` (``message_finished``) outside a fragmented one, in state
-  OPEN, is framed here: text if its data is ``str``, else binary, as wsproto decides. A client masks every
-  frame with a fresh random 32-bit key (§5.3), taken from :func:`os.urandom` in batches. Everything else goes to
-  wsproto.
+  OPEN, is framed here (:mod:`proxy.framing`): text if its data is ``str``, else binary, as wsproto decides. A
+  client masks every frame with a fresh random 32-bit key (§5.3). Everything else goes to wsproto.
 
 Extensions are not supported on the fast path: with any, every byte goes to wsproto.
 """
 
 from __future__ import annotations
 
-import os
-import struct
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING
 
@@ -37,13 +34,12 @@ from wsproto.connection import Connection as WsprotoConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Message, TextMessage
 
+from .framing import BINARY, TEXT, Framer
 from .masking import mask
 
 if TYPE_CHECKING:
     from wsproto.extensions import Extension
 
-#: Random bytes fetched per :func:`os.urandom` call for masking keys: 1024 keys.
-MASK_BATCH_BYTES = 4096
 #: A simple frame of up to this many payload bytes that arrives in pieces is kept until it is whole, then handed
 #: out as one event; wsproto streams a bigger one (its events then come in pieces, as the bytes arrive).
 HOLD_FRAME_BYTES = 1024 * 1024
@@ -62,14 +58,6 @@ _SLOW = -2  # wsproto takes this frame and every byte after it
 #: tenth of serve's CPU at 100 B). Every other event is a wsproto Event (a binary message is a BytesMessage),
 #: so an event of type bytes is always this.
 Utf8Text = bytes
-
-
-def _header(first: int, size: int, mask_bit: int) -> bytes:
-    if size < 126:
-        return bytes((first, size | mask_bit))
-    if size < 0x10000:
-        return struct.pack("!BBH", first, 126 | mask_bit, size)
-    return struct.pack("!BBQ", first, 127 | mask_bit, size)
 
 
 class Connection:
@@ -94,15 +82,13 @@ class Connection:
         self._ws = WsprotoConnection(connection_type, extensions)
         self.client = connection_type is ConnectionType.CLIENT
         self._mask_in = 0 if self.client else 0x80  # the mask bit frames from the peer must carry
-        self._mask_out = 0x80 if self.client else 0
+        self._framer = Framer(masked=self.client)
         self._slow = bool(extensions)  # wsproto takes every byte from now on
         self._buffer = b""  # received, not yet handed out; from self._at on
         self._at = 0
         self._remaining = 0  # payload bytes still due of the frame wsproto is in the middle of
         self._in_message = False  # wsproto is inside a fragmented message
         self._sending_fragments = False  # an outgoing message is being sent in fragments (by wsproto)
-        self._keys = b""
-        self._key_at = 0
         self._fed = False  # wsproto got bytes whose events may not all have been handed out yet
         self._held: list[bytes] = []  # the start of a simple frame still arriving (HOLD_FRAME_BYTES), in pieces
         self._held_size = 0
@@ -130,9 +116,9 @@ class Connection:
         ):
             data = event.data
             if isinstance(data, str):
-                return self._frame(0x81, data.encode("utf-8"))
+                return self._framer.frame(TEXT, data.encode("utf-8"))
             if isinstance(data, (bytes, bytearray, memoryview)):
-                return self._frame(0x82, bytes(data))
+                return self._framer.frame(BINARY, bytes(data))
         out = self._ws.send(event)
         if isinstance(event, Message):
             self._sending_fragments = not event.message_finished
@@ -145,7 +131,7 @@ class Connection:
         :raises UnicodeDecodeError: *data* is not UTF-8 and the fast path cannot take it (the caller's bug).
         """
         if not self._sending_fragments and not self._slow and self._ws.state is ConnectionState.OPEN:
-            return self._frame(0x81, data)
+            return self._framer.frame(TEXT, data)
         return self.send(TextMessage(data=data.decode("utf-8")))
 
     def send_texts(self, texts: Sequence[str | bytes | bytearray]) -> bytes:
@@ -161,57 +147,14 @@ class Connection:
             return b"".join(
                 [self.send(TextMessage(data=t)) if isinstance(t, str) else self.send_utf8(t) for t in texts]
             )
-        parts: list[bytes | bytearray] = []
-        append = parts.append
-        mask_bit = self._mask_out
-        if not mask_bit:
-            for text in texts:
-                data = text.encode("utf-8") if isinstance(text, str) else text
-                size = len(data)
-                append(bytes((0x81, size)) if size < 126 else _header(0x81, size, 0))
-                append(data)
-            return b"".join(parts)
-        need = 4 * len(texts)
-        keys, at = self._keys, self._key_at
-        if at + need > len(keys):
-            keys = self._keys = os.urandom(max(MASK_BATCH_BYTES, need))  # the old batch's rest is never used
-            at = 0
-        self._key_at = at + need
-        for text in texts:
-            data = text.encode("utf-8") if isinstance(text, str) else text
-            size = len(data)
-            key = keys[at : at + 4]
-            at += 4
-            append(bytes((0x81, size | 0x80)) if size < 126 else _header(0x81, size, 0x80))
-            append(key)
-            append(mask(data, key))
-        return b"".join(parts)
+        return self._framer.texts(texts)
 
     def send_utf8_parts(self, data: bytes | bytearray) -> tuple[bytes, bytes | bytearray]:
         """:meth:`send_utf8` as two pieces to write one after the other: the frame header (with the masking key)
         and the payload, so a big payload is not copied once more to join them (a gathering write takes both)."""
         if not self._sending_fragments and not self._slow and self._ws.state is ConnectionState.OPEN:
-            return self._frame_parts(0x81, data)
+            return self._framer.parts(TEXT, data)
         return self.send_utf8(data), b""
-
-    def _frame(self, first: int, payload: bytes | bytearray) -> bytes:
-        return b"".join(self._frame_parts(first, payload))
-
-    def _frame_parts(self, first: int, payload: bytes | bytearray) -> tuple[bytes, bytes | bytearray]:
-        header = _header(first, len(payload), self._mask_out)
-        if not self._mask_out:
-            return header, payload
-        key = self._key()
-        return header + key, mask(payload, key)
-
-    def _key(self) -> bytes:
-        """A fresh random masking key (RFC 6455 §5.3), from a batch of :func:`os.urandom` bytes."""
-        at = self._key_at
-        if at + 4 > len(self._keys):
-            self._keys = os.urandom(MASK_BATCH_BYTES)
-            at = 0
-        self._key_at = at + 4
-        return self._keys[at : at + 4]
 
     # -- receiving -------------------------------------------------------------------------------------
 
