@@ -53,7 +53,13 @@ def main() -> int:
     parser.add_argument("--table", type=Path, metavar="JSON", help="print the table of an earlier run's JSON; no run")
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(args.table.read_text())["summary"]))
+        try:
+            summary = json.loads(args.table.read_text())["summary"]
+            print(table(summary))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not the JSON of a benchmark run"
+            print(f"benchmarks: cannot print the table of {args.table}: {reason}", file=sys.stderr)
+            return 2
         return 0
     mode = MODES[args.mode]
     if args.repetitions:
@@ -92,8 +98,12 @@ def main() -> int:
         "summary": summary,
         "samples": samples,
     }
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(table(summary))
+    try:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    except OSError as exc:  # the table is out already; only the JSON is lost
+        print(f"benchmarks: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"\n{mode.name} run, {mode.repetitions} repetitions, {result['seconds']:.0f} s; JSON in {args.json}")
     return 0
 

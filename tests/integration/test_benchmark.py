@@ -51,3 +51,22 @@ async def test_smoke_mode_completes_with_every_byte_checked(tmp_path: Path) -> N
     # serve's token (a fresh one in a 0600 file) is sent, never printed or saved.
     assert b"Bearer" not in done.stdout + done.stderr
     assert "Bearer" not in out.read_text()
+
+
+async def test_a_table_of_a_file_that_is_not_a_run_is_one_line_and_status_2(tmp_path: Path) -> None:
+    not_json = tmp_path / "notes.txt"
+    not_json.write_text("hello\n")
+    for path, reason in (
+        (tmp_path / "missing.json", "No such file or directory"),
+        (not_json, "not the JSON of a benchmark run"),
+    ):
+        done = await trio.run_process(
+            [sys.executable, "-m", "benchmarks", "--table", str(path)],
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert done.returncode == 2
+        assert done.stdout == b""
+        assert done.stderr.decode() == f"benchmarks: cannot print the table of {path}: {reason}\n"
