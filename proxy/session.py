@@ -12,7 +12,8 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from .envelope import Envelope, RawNumber, check_line, read_envelope, utf8_error
+from .envelope import Envelope, RawNumber, read_envelope
+from .linecheck import check_line, utf8_error
 
 IdKey = tuple[str, object]
 
@@ -124,9 +125,10 @@ class Session:
     def outgoing(self, number: int, line: bytes | bytearray) -> bytes | bytearray | BadLine:
         """Check stdin line *number*; return the line to send (the same object: UTF-8, unchanged), or why not.
 
-        A line must be UTF-8 and exactly one JSON value that Codex's parser takes (:func:`proxy.envelope.check_line`:
-        RFC 8259, no lone surrogates, at most 127 levels deep), and a request's id must be a string or an integer
-        in i64 (a null id is sent as it is): Codex drops anything else without a reply. A request reusing the id
+        A line must be UTF-8 and exactly one JSON value that Codex's parser takes
+        (:func:`proxy.linecheck.check_line`: RFC 8259, no lone surrogates, at most 127 levels deep), and a
+        request's id must be a string or an integer in i64 (a null id is sent as it is): Codex drops anything
+        else without a reply. A request reusing the id
         of one still in flight is sent, with a warning in :attr:`notice` (Codex drops it too).
         """
         self.notice = None
