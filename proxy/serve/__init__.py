@@ -2,9 +2,9 @@
 
 Sans-I/O rules (no trio, no OS): :mod:`.auth` (token check, bearer and subprotocol parsing, rate limiter),
 :mod:`.rules` (bind policy, Origin rule, request routing), :mod:`.http` (the server side of the opening
-handshake on h11). Moving bytes: :mod:`.client` (the WebSocket server endpoint, a :class:`~proxy.relay.Downstream`)
-and :mod:`.server` (admission, per-client relay, shutdown) with :mod:`.listen` (sockets). :mod:`.command` is the
-click command.
+handshake on h11). Moving bytes: :mod:`.client` (the WebSocket server endpoint, a :class:`~proxy.relay.Downstream`),
+:mod:`.server` (listening, admission, shutdown), :mod:`.upgrade` (each admitted client relayed to its own
+app-server connection) and :mod:`.listen` (sockets). :mod:`.command` is the click command.
 
 Devices (issue 13): :mod:`.roles` (the observer allowlist, sans-I/O) and :mod:`.guard` (the relay that applies
 it), :mod:`.pairing` (pairing URI, join codes, sans-I/O), :mod:`.devices` (the hashed token store),

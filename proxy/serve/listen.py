@@ -1,4 +1,5 @@
-"""The bridge's sockets (trio side): listening on --bind, naming peers, closing streams without waiting forever."""
+"""The bridge's sockets (trio side): listening on --bind, naming peers, answering HTTP requests, closing streams
+without waiting forever."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import socket
 import trio
 
 from ..errors import PermissionDenied, ServerUnavailable
-from .rules import url_host
+from .http import ServerHandshake
+from .rules import Respond, url_host
 
 
 def peer_name(stream: trio.SocketStream) -> tuple[str, str]:
@@ -62,6 +64,11 @@ def printable(path: str) -> str:
 async def send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.send_all(data)
+
+
+async def respond(stream: trio.abc.Stream, handshake: ServerHandshake, answer: Respond) -> None:
+    """Send *answer* as the HTTP response to the request *handshake* read; a peer already gone is ignored."""
+    await send_quietly(stream, handshake.respond(answer))
 
 
 async def close_stream(stream: trio.abc.Stream) -> None:

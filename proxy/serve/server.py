@@ -1,43 +1,30 @@
-"""The bridge's trio side: listen, admit each connection, relay each WebSocket client to its own app-server
-connection, and shut down on SIGINT/SIGTERM.
+"""The bridge's trio side: listen, admit each connection, hand each WebSocket client on, and shut down on
+SIGINT/SIGTERM.
 
 Per accepted connection (one task each, :meth:`Bridge.handle`): the TLS handshake and the request head within
 ``header_timeout`` seconds (else the connection is dropped: slowloris), :func:`~proxy.serve.rules.admit`, then
-for an upgrade a new connection to the app-server (503 when there is none), the 101, and a
-:class:`~proxy.relay.Relay` with a :class:`~proxy.serve.client.WebSocketEndpoint` downstream and no session
-bookkeeping: messages pass unchanged. One log line at open and one at close per connection, never a token or a
+the answer: ``POST /pair``, a probe, a 4xx, or for an upgrade :meth:`~proxy.serve.upgrade.UpgradedClients.run`,
+which relays the client to its own app-server connection. One log line per answered request, never a token or a
 payload.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
 
-from ..connect import connect, open_connection
-from ..daemon import start_daemon
-from ..ending import Ending
-from ..errors import ExitStatus, ProxyError, ServerUnavailable
-from ..handshake import HandshakeResponse
-from ..reconnect import Reconnect
-from ..relay import Relay
-from ..trace import Tap
-from ..upstream_end import GOING_AWAY
+from ..connect import connect
+from ..errors import ExitStatus, ProxyError
 from .auth import KNOWN_SUBPROTOCOLS
-from .client import SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
 from .http import BadRequest, ServerHandshake
-from .listen import close_stream, open_listener, peer_name, printable, send_quietly
-from .notify import Notifier
+from .listen import close_stream, open_listener, peer_name, printable, respond, send_quietly
 from .options import ServeOptions
 from .resume import RESUME_SUBPROTOCOL
-from .roles import Identity
 from .rules import Gate, HttpRequest, Probe, Respond, Upgrade, admit, is_loopback, url_host
-from .sessions import Sessions, credentials_of
+from .upgrade import UpgradedClients
 
 if TYPE_CHECKING:
     from .devicehub import DeviceHub
@@ -55,7 +42,6 @@ MAX_PENDING = 256
 PROBE_TIMEOUT = 2.0
 #: Signals that shut the bridge down.
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-SHUTDOWN_REASON = "the bridge is shutting down"
 
 
 class Bridge:
@@ -79,16 +65,11 @@ class Bridge:
             known_subprotocols=(*KNOWN_SUBPROTOCOLS, RESUME_SUBPROTOCOL),
             identify=identify,
         )
-        notifier = Notifier(options.notify_command) if options.notify_command else None
-        self._sessions = Sessions(options, notifier, self.hub)
-        self._clients = 0
+        self._clients = UpgradedClients(options, self.hub)
         self._pending = 0
-        self._relays: dict[Relay, WebSocketEndpoint] = {}
         self._handshakes: set[trio.CancelScope] = set()
         self._accepting = trio.CancelScope()
         self._stopping = False
-        self._start_lock = trio.Lock()
-        self._last_start = -float("inf")
 
     @property
     def url(self) -> str:
@@ -104,7 +85,7 @@ class Bridge:
     async def serve(self) -> None:
         """Accept connections until :meth:`shut_down`, then wait for every connection to end."""
         async with trio.open_nursery() as nursery:
-            self._sessions.start(nursery)
+            self._clients.start(nursery)
             with self._accepting:
                 while True:
                     try:
@@ -124,10 +105,7 @@ class Bridge:
             self.hub.stop()
         for scope in self._handshakes:
             scope.cancel()
-        for relay, endpoint in self._relays.items():
-            endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
-            relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
-        self._sessions.shut_down()
+        self._clients.shut_down()
 
     # -- one connection --------------------------------------------------------------------------------
 
@@ -158,16 +136,16 @@ class Bridge:
                 return
             if self.hub is not None and request.path == "/pair":
                 answer = await self.hub.pair(stream, handshake, request, address)
-                await self._respond(stream, handshake, answer)
+                await respond(stream, handshake, answer)
                 access.info("%s: %s /pair -> %d", peer, request.method.decode("latin-1"), answer.status)
                 return
-            decision = admit(request, self._gate, address, trio.current_time(), self._clients)
+            decision = admit(request, self._gate, address, trio.current_time(), self._clients.count)
             if isinstance(decision, Upgrade):
-                await self._upgrade(stream, handshake, decision, peer, started, request)
+                await self._clients.run(stream, handshake, decision, peer, started, request)
                 return
             if isinstance(decision, Probe):
                 decision = await self._probe()
-            await self._respond(stream, handshake, decision)
+            await respond(stream, handshake, decision)
             access.info(
                 "%s: %s %s -> %d", peer, request.method.decode("latin-1"), printable(request.path), decision.status
             )
@@ -212,9 +190,6 @@ class Bridge:
             access.info("%s: dropped: no whole request within %g s", peer, self._options.header_timeout)
         return handshake, None, stream
 
-    async def _respond(self, stream: trio.abc.Stream, handshake: ServerHandshake, answer: Respond) -> None:
-        await send_quietly(stream, handshake.respond(answer))
-
     async def _probe(self) -> Respond:
         target = self._options.target
         try:
@@ -224,168 +199,6 @@ class Bridge:
             return Respond(503, b"not ready: the app-server does not accept connections\n")
         await trio.aclose_forcefully(probe)
         return Respond(200, b"ready\n")
-
-    def _reconnect(self, peer: str) -> Reconnect | None:
-        """With ``--reconnect``: how this client's relay connects again (the same target, one try per attempt)."""
-        options = self._options
-        if not options.reconnect:
-            return None
-
-        async def connect_again() -> tuple[trio.abc.Stream, HandshakeResponse]:
-            return await open_connection(options.target, options.connect_timeout)
-
-        return Reconnect(connect_again, options.reconnect_timeout, options.notify_reconnect, f"{peer}: ")
-
-    async def _start_daemon(self) -> None:
-        # Clients arriving together start the daemon once; a later outage may start it again.
-        async with self._start_lock:
-            if trio.current_time() - self._last_start < max(self._options.wait, 1.0):
-                return
-            self._last_start = trio.current_time()
-            await start_daemon(self._options.codex_bin, os.environ)
-
-    async def _upgrade(
-        self,
-        stream: trio.abc.Stream,
-        handshake: ServerHandshake,
-        upgrade: Upgrade,
-        peer: str,
-        started: float,
-        request: HttpRequest,
-    ) -> None:
-        options = self._options
-        self._clients += 1  # the slot is taken while the app-server connection opens
-        try:
-            start: Callable[[], Awaitable[None]] | None = self._start_daemon if options.start else None
-            try:
-                upstream, response = await open_connection(options.target, options.connect_timeout, options.wait, start)
-            except ProxyError as exc:
-                log.warning("%s: no app-server connection for this client: %s", peer, exc.message)
-                unavailable = isinstance(exc, ServerUnavailable)
-                body = b"the app-server is not running; try again later\n" if unavailable else b"bad gateway\n"
-                await self._respond(stream, handshake, Respond(503 if unavailable else 502, body))
-                access.info("%s: GET %s -> %d", peer, printable(request.path), 503 if unavailable else 502)
-                return
-            accept = handshake.accept(upgrade.key, upgrade.subprotocol)
-            if accept is None:
-                await trio.aclose_forcefully(upstream)
-                await self._respond(stream, handshake, Respond(400, b"bad request: an upgrade has no body\n"))
-                return
-            if upgrade.subprotocol == RESUME_SUBPROTOCOL:
-                await self._resumable(
-                    stream, handshake, accept, upstream, response, peer, started, request, upgrade.identity
-                )
-                return
-            async with upstream:
-                await self._relay(
-                    stream, handshake, accept, upstream, response, peer, started, request, upgrade.identity
-                )
-        finally:
-            self._clients -= 1
-
-    async def _relay(
-        self,
-        stream: trio.abc.Stream,
-        handshake: ServerHandshake,
-        accept: bytes,
-        upstream: trio.abc.Stream,
-        response: HandshakeResponse,
-        peer: str,
-        started: float,
-        request: HttpRequest,
-        identity: Identity,
-    ) -> None:
-        options = self._options
-        try:
-            await stream.send_all(accept)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            access.info("%s: left before the 101", peer)
-            return
-        clients = f"{self._clients} client{'' if self._clients == 1 else 's'}"
-        access.info("%s: GET %s -> 101, open (%s connected)", peer, printable(request.path), clients)
-        endpoint = WebSocketEndpoint(
-            stream,
-            handshake.trailing_data,
-            peer,
-            queue_bytes=options.client_queue_bytes,
-            max_message_bytes=options.max_client_message,
-            ping_interval=options.ping_interval,
-            ping_timeout=options.ping_timeout,
-        )
-        from .guard import make_relay
-
-        relay = make_relay(
-            identity,
-            f"{peer} ({identity.label})",
-            endpoint,
-            upstream,
-            response,
-            str(options.target),
-            max_incoming_size=options.max_incoming_size,
-            ping_interval=options.ping_interval,
-            ping_timeout=options.ping_timeout,
-            close_timeout=options.close_timeout,
-            tap=Tap(None, log.isEnabledFor(logging.DEBUG), f"{peer}: "),
-            reconnect=self._reconnect(peer),
-            announce=lambda ending: log.warning("%s: %s", peer, ending.message) if ending.message else None,
-        )
-        self._relays[relay] = endpoint
-        if self.hub is not None:
-            self.hub.attach(relay, identity, peer)
-        if self._stopping:
-            endpoint.finish_timeout = SHUTDOWN_FINISH_TIMEOUT
-            relay.end(Ending(ExitStatus.OK, None, GOING_AWAY, SHUTDOWN_REASON), GOING_AWAY)
-        try:
-            await relay.run()
-        finally:
-            del self._relays[relay]
-            if self.hub is not None:
-                self.hub.detach(relay)
-        access.info(
-            "%s: closed %d after %.1f s, %s from the client, %d to it",
-            peer,
-            endpoint.close_code,
-            trio.current_time() - started,
-            f"{endpoint.from_client} message{'' if endpoint.from_client == 1 else 's'}",
-            endpoint.to_client,
-        )
-
-    async def _resumable(
-        self,
-        stream: trio.abc.Stream,
-        handshake: ServerHandshake,
-        accept: bytes,
-        upstream: trio.abc.Stream,
-        response: HandshakeResponse,
-        peer: str,
-        started: float,
-        request: HttpRequest,
-        device: Identity,
-    ) -> None:
-        """A client that offered the resume subprotocol: its app-server connection becomes a session that can
-        outlive it (:mod:`proxy.serve.sessions`)."""
-        try:
-            await stream.send_all(accept)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await trio.aclose_forcefully(upstream)
-            access.info("%s: left before the 101", peer)
-            return
-        access.info("%s: GET %s -> 101, open, resumable (%d clients)", peer, printable(request.path), self._clients)
-        identity = credentials_of(self._options.token is not None, device.sha256)
-        endpoint, port = await self._sessions.connection(
-            stream, handshake.trailing_data, upstream, response, peer, identity, device
-        )
-        if port.ending is not None and port.ending.message:
-            log.warning("%s: %s", peer, port.ending.message)
-        access.info(
-            "%s: closed %d after %.1f s, %d messages from the client, %d to it; %s",
-            peer,
-            endpoint.close_code,
-            trio.current_time() - started,
-            endpoint.from_client,
-            endpoint.to_client,
-            port.outcome,
-        )
 
 
 async def run_bridge(options: ServeOptions) -> int:
