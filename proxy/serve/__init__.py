@@ -4,7 +4,8 @@ Sans-I/O rules (no trio, no OS): :mod:`.auth` (token check, bearer and subprotoc
 :mod:`.rules` (bind policy, Origin rule, request routing), :mod:`.http` (the server side of the opening
 handshake on h11). Moving bytes: :mod:`.client` (the WebSocket server endpoint, a :class:`~proxy.relay.Downstream`),
 :mod:`.server` (listening, admission, shutdown), :mod:`.upgrade` (each admitted client relayed to its own
-app-server connection) and :mod:`.listen` (sockets). :mod:`.command` is the click command.
+app-server connection) and :mod:`.listen` (sockets). :mod:`.command` is the click command and
+:mod:`.configure` what its options build (log levels, TLS context, token, bind policy, the run's settings).
 
 Devices (issue 13): :mod:`.roles` (the observer allowlist, sans-I/O) and :mod:`.guard` (the relay that applies
 it), :mod:`.pairing` (pairing URI, join codes, sans-I/O), :mod:`.devices` (the hashed token store),

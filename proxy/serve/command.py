@@ -1,13 +1,12 @@
-"""``codex-appserver serve``: parse options, check the bind policy, run the bridge. Nothing else."""
+"""``codex-appserver serve``: parse options, run the bridge, turn errors into exit statuses. Nothing else: what the
+options build (log levels, TLS, token, bind policy, :class:`~proxy.serve.options.ServeOptions`) is in
+:mod:`proxy.serve.configure`."""
 
 from __future__ import annotations
 
 import logging
-import os
-import ssl
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -15,22 +14,16 @@ import trio
 
 from ..allocator import tune_for_streaming
 from ..clitypes import FiniteFloat
-from ..errors import EXIT_STATUSES, ProxyError, UsageError
-from ..logs import setup_logging
+from ..errors import EXIT_STATUSES, ProxyError
 from ..options import MiB
 from ..reconnect_cli import check_reconnect, reconnect_options
-from ..redact import SECRETS
-from ..target import RemoteTarget, Target, UnixTarget, remote_target, socket_path
-from .auth import Token
+from .configure import serve_options, setup_serve_logging
 from .devices_cli import devices
-from .notify import parse_notify_command
-from .options import ServeOptions
-from .rules import bind_refusal, parse_bind
+from .rules import parse_bind
 from .server import run_bridge
-from .tokenfile import read_token_file, token_from_env, write_new_token
+from .tokenfile import write_new_token
 
 log = logging.getLogger("codex_appserver")
-access = logging.getLogger("codex_appserver.access")
 
 DEFAULT_BIND = "127.0.0.1:9100"
 T = TypeVar("T")
@@ -59,27 +52,6 @@ def _bind(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, 
         return parse_bind(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def _tls_context(cert: str, key: str | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        files = f"{cert} and {key}" if key else cert
-        raise UsageError(
-            f"cannot load the TLS certificate and key from {files} (--tls-cert, --tls-key): {reason}; "
-            "give a PEM certificate chain and its private key"
-        ) from None
-    return context
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    setup_logging(verbose, quiet)
-    # The connection lines show at the default verbosity; -q keeps errors only. The listening line always shows.
-    access.setLevel(logging.ERROR if quiet else logging.INFO)
-    logging.getLogger("codex_appserver.listening").setLevel(logging.INFO)
 
 
 @click.group(epilog=SERVE_EPILOG, invoke_without_command=True)
@@ -280,7 +252,7 @@ def serve(
         if passed:
             raise click.UsageError(f"{', '.join(passed)} cannot be combined with '{ctx.invoked_subcommand}'")
         return
-    _setup_logging(verbose, quiet)
+    setup_serve_logging(verbose, quiet)
     if new_token is not None:
         _run_or_exit(lambda: write_new_token(new_token))
         sys.exit(0)
@@ -301,51 +273,36 @@ def serve(
     if tls_self_signed:
         if tls_cert is not None or tls_key is not None:
             raise click.UsageError("--tls-self-signed cannot be combined with --tls-cert or --tls-key")
-        tls_cert, tls_key = _run_or_exit(_self_signed)
-    host, port = bind
-    from .devices import state_dir
-    from .selfsigned import file_fingerprint
+        from .selfsigned import use_self_signed
 
-    folder = state_dir(os.environ)
-    target, token, tls = _run_or_exit(
-        lambda: _options(
-            host,
-            port,
-            sock,
-            remote,
-            remote_auth_token_env,
-            cacert,
-            token_file,
-            token_env,
-            tls_cert,
-            tls_key,
-            allow_plain_ws,
-            folder,
+        tls_cert, tls_key = _run_or_exit(use_self_signed)
+    options = _run_or_exit(
+        lambda: serve_options(
+            bind=bind,
+            sock=sock,
+            remote=remote,
+            remote_auth_token_env=remote_auth_token_env,
+            cacert=cacert,
+            token_file=token_file,
+            token_env=token_env,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            allow_plain_ws=allow_plain_ws,
+            allow_origin=allow_origin,
+            max_clients=max_clients,
+            client_queue_bytes=client_queue_bytes,
+            resume_window=resume_window,
+            resume_spool_bytes=resume_spool_bytes,
+            notify_command=notify_command,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            wait=wait,
+            start=start,
+            codex_bin=codex_bin,
+            reconnect=reconnect,
+            reconnect_timeout=reconnect_timeout,
+            notify_reconnect=notify_reconnect,
         )
-    )
-    notify_argv = _run_or_exit(lambda: parse_notify_command(notify_command)) if notify_command is not None else ()
-    options = ServeOptions(
-        host=host,
-        port=port,
-        target=target,
-        token=token,
-        tls=tls,
-        allowed_origins=frozenset(allow_origin),
-        max_clients=max_clients,
-        client_queue_bytes=client_queue_bytes,
-        resume_window=resume_window,
-        resume_spool_bytes=resume_spool_bytes,
-        notify_command=notify_argv,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        wait=wait if wait is not None else (30.0 if start else 0.0),
-        start=start,
-        codex_bin=codex_bin,
-        state_dir=folder,
-        fingerprint=file_fingerprint(tls_cert) if tls_cert is not None else None,
-        reconnect=reconnect,
-        reconnect_timeout=reconnect_timeout,
-        notify_reconnect=notify_reconnect,
     )
     tune_for_streaming()
     try:
@@ -356,60 +313,9 @@ def serve(
     sys.exit(status)
 
 
-def _options(
-    host: str,
-    port: int,
-    sock: str | None,
-    remote: str | None,
-    remote_auth_token_env: str | None,
-    cacert: str | None,
-    token_file: str | None,
-    token_env: str | None,
-    tls_cert: str | None,
-    tls_key: str | None,
-    allow_plain_ws: bool,
-    folder: Path,
-) -> tuple[Target, Token | None, ssl.SSLContext | None]:
-    token: Token | None = None
-    if token_file is not None:
-        token = read_token_file(token_file)
-    elif token_env is not None:
-        token = token_from_env(token_env, os.environ)
-    from .devices import DeviceStore
-
-    has_devices = bool(DeviceStore(folder).load())  # device tokens count as tokens for the bind policy
-    refusal = bind_refusal(host, token is not None or has_devices, tls_cert is not None, allow_plain_ws)
-    if refusal is not None:
-        raise UsageError(refusal)
-    tls = _tls_context(tls_cert, tls_key) if tls_cert is not None else None
-    target: Target = (
-        remote_target(remote, remote_auth_token_env, os.environ, cacert)
-        if remote is not None
-        else UnixTarget(socket_path(sock, os.environ, Path.cwd()))
-    )
-    if isinstance(target, RemoteTarget) and target.token:
-        SECRETS.add(target.token)  # redacted from every log line from here on
-    return target, token, tls
-
-
 def _given(ctx: click.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source is not None and source is not click.core.ParameterSource.DEFAULT
-
-
-def _self_signed() -> tuple[str, str]:
-    """``--tls-self-signed``: the certificate and key, made on first use; prints the fingerprint."""
-    from .devices import state_dir
-    from .selfsigned import display_fingerprint, ensure
-
-    folder = state_dir(os.environ)
-    cert, key, digest, made = ensure(folder)
-    what = "made a new" if made else "using the"
-    # Through the listening line's logger: shown at every verbosity, like that line, which follows.
-    announce = logging.getLogger("codex_appserver.listening")
-    announce.info("%s self-signed TLS certificate %s", what, cert)
-    announce.info("TLS certificate SHA-256 fingerprint %s", display_fingerprint(digest))
-    return str(cert), str(key)
 
 
 def _run_or_exit(function: Callable[[], T]) -> T:

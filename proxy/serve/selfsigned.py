@@ -3,8 +3,9 @@
 The files are ``$CODEX_HOME/codex-appserver/tls-cert.pem`` and ``tls-key.pem`` (0600, folder 0700). The
 certificate names the host name (and ``<host>.local``), ``localhost``, the loopback addresses and the machine's
 LAN addresses (subjectAltName, RFC 5280 §4.2.1.6); it is valid for 825 days, the longest phones accept. No CA
-trusts it: a client pins its SHA-256 fingerprint instead (:func:`fingerprint`, shown by ``serve`` and put in the
-pairing URI). Import this module only where a certificate is needed: ``cryptography`` takes time to load.
+trusts it: a client pins its SHA-256 fingerprint instead (:func:`fingerprint`, shown by ``serve`` through
+:func:`use_self_signed` and put in the pairing URI). Import this module only where a certificate is needed:
+``cryptography`` takes time to load.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import contextlib
 import datetime
 import hashlib
 import ipaddress
+import logging
+import os
 import socket
 import ssl
 from pathlib import Path
 
 from ..errors import LocalIOError
-from .devices import ensure_state_dir, write_private
+from .devices import ensure_state_dir, state_dir, write_private
 
 CERT_FILE = "tls-cert.pem"
 KEY_FILE = "tls-key.pem"
@@ -136,3 +139,18 @@ def file_fingerprint(path: str) -> str | None:
         return fingerprint(text[start : stop + len(end)].encode("ascii") + b"\n")
     except ValueError:
         return None
+
+
+def use_self_signed() -> tuple[str, str]:
+    """``--tls-self-signed``: the certificate and key, made on first use; prints the fingerprint.
+
+    :raises LocalIOError: they cannot be written or read (74).
+    """
+    folder = state_dir(os.environ)
+    cert, key, digest, made = ensure(folder)
+    what = "made a new" if made else "using the"
+    # Through the listening line's logger: shown at every verbosity, like that line, which follows.
+    announce = logging.getLogger("codex_appserver.listening")
+    announce.info("%s self-signed TLS certificate %s", what, cert)
+    announce.info("TLS certificate SHA-256 fingerprint %s", display_fingerprint(digest))
+    return str(cert), str(key)
