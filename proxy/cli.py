@@ -16,19 +16,14 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .clitypes import FiniteFloat
-from .errors import EXIT_STATUSES, ProxyError, descriptor_limit_error
+from .clitypes import FiniteFloat, exit_status_help
+from .errors import ProxyError, descriptor_limit_error
 from .lazygroup import LazyGroup
 from .options import MiB
 from .reconnect_cli import check_reconnect, reconnect_options
 
 PROG = "codex-appserver"
 log = logging.getLogger("codex_appserver")
-
-
-def _exit_status_help() -> str:
-    rows = "\n".join(f"  {status:>3}  {meaning}" for status, meaning in EXIT_STATUSES)
-    return f"\b\nExit statuses:\n{rows}"
 
 
 # Each --help ends with a few examples and the man page (issue 6); tests/unit/test_manpage.py checks both.
@@ -41,7 +36,7 @@ Examples:
 See 'man codex-appserver' for the full reference.
 """
 
-PROXY_EPILOG = f"""{_exit_status_help()}
+PROXY_EPILOG = f"""{exit_status_help()}
 
 \b
 Examples:

@@ -1,4 +1,4 @@
-"""Option types shared by the commands' click definitions."""
+"""What the commands' click definitions share: option types and the exit-status table of each ``--help``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import math
 from typing import Any
 
 import click
+
+from .errors import EXIT_STATUSES
 
 
 class FiniteFloat(click.FloatRange):
@@ -19,3 +21,10 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
         return number
+
+
+def exit_status_help() -> str:
+    """The exit-status table (:data:`proxy.errors.EXIT_STATUSES`) as a ``--help`` epilog paragraph that click
+    prints as it is (``\\b``)."""
+    rows = "\n".join(f"  {status:>3}  {meaning}" for status, meaning in EXIT_STATUSES)
+    return f"\b\nExit statuses:\n{rows}"

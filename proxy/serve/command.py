@@ -13,8 +13,8 @@ import click
 import trio
 
 from ..allocator import tune_for_streaming
-from ..clitypes import FiniteFloat
-from ..errors import EXIT_STATUSES, ProxyError
+from ..clitypes import FiniteFloat, exit_status_help
+from ..errors import ProxyError
 from ..options import MiB
 from ..reconnect_cli import check_reconnect, reconnect_options
 from .configure import serve_options, setup_serve_logging
@@ -29,12 +29,7 @@ DEFAULT_BIND = "127.0.0.1:9100"
 T = TypeVar("T")
 
 
-def _exit_status_help() -> str:
-    rows = "\n".join(f"  {status:>3}  {meaning}" for status, meaning in EXIT_STATUSES)
-    return f"\b\nExit statuses:\n{rows}"
-
-
-SERVE_EPILOG = f"""{_exit_status_help()}
+SERVE_EPILOG = f"""{exit_status_help()}
 
 \b
 Examples:
