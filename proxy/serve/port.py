@@ -1,7 +1,7 @@
 """One resumable client connection of ``serve`` (trio side): :class:`Port` is what its
 :class:`~proxy.serve.client.WebSocketEndpoint` talks to instead of a relay, routed to whichever session
-(:mod:`proxy.serve.sessions`) the connection is attached to now, and the pump that feeds the endpoint from that
-session's replay log.
+(:class:`~proxy.serve.resumable.Session`) the connection is attached to now, and the pump that feeds the endpoint
+from that session's replay log.
 
 The first message of the connection may be ``bridge/resume`` (handed to :meth:`Sessions.resume`); every other
 message goes to the session's app-server connection, counted. When the endpoint ends, :meth:`Port.end` decides
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
     from ..reconnect import ReconnectingUpstream
     from ..upstream import Upstream
-    from .sessions import Session, Sessions
+    from .resumable import Session
+    from .sessions import Sessions
 
 log = logging.getLogger("codex_appserver")
 
