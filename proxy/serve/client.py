@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
-from typing import Protocol
 
 import trio
 from wsproto.connection import ConnectionState, ConnectionType
@@ -30,33 +28,7 @@ from ..fdio import direct_receiver, direct_sender, direct_writer
 from ..messages import MessageAssembler, TooBig
 from ..upstream import Text
 from ..upstream_end import GOING_AWAY, MESSAGE_TOO_BIG
-
-
-class UpstreamPort(Protocol):
-    """The side of the upstream connection an endpoint needs: is it open, backpressure, and gathering the
-    messages of one read into one write (:meth:`proxy.upstream.Upstream.cork`)."""
-
-    @property
-    def open(self) -> bool: ...
-
-    async def wait_writable(self) -> None: ...
-
-    def cork(self) -> None: ...
-
-    def uncork(self) -> None: ...
-
-
-class RelayPort(Protocol):
-    """What a :class:`WebSocketEndpoint` talks to: a :class:`~proxy.relay.Relay`, or a resumable session's
-    port (:mod:`proxy.serve.sessions`), which routes the client to whichever session it is attached to."""
-
-    @property
-    def upstream(self) -> UpstreamPort: ...
-
-    def forward_all(self, texts: Sequence[Text]) -> None: ...
-
-    def end(self, ending: Ending, close_code: int | None = None) -> None: ...
-
+from .relay_port import RelayPort, UpstreamPort
 
 log = logging.getLogger("codex_appserver")
 

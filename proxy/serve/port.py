@@ -40,7 +40,7 @@ TAKEN_OVER_REASON = "session resumed on another connection"
 
 
 class Port:
-    """One resumable client connection: what its endpoint talks to (a :class:`~proxy.serve.client.RelayPort`),
+    """One resumable client connection: what its endpoint talks to (a :class:`~proxy.serve.relay_port.RelayPort`),
     routed to the session it is attached to now."""
 
     def __init__(self, sessions: Sessions, endpoint: WebSocketEndpoint, identity: str, peer: str) -> None:
