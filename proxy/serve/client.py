@@ -5,9 +5,10 @@ Three tasks (:meth:`WebSocketEndpoint.run`):
 - ``_read``: the client's bytes -> wsproto SERVER events -> whole text messages for the relay, read no faster
   than the app-server's socket takes them; pings answered; binary messages dropped with a log line (the daemon
   drops them too); a message over ``max_message_bytes`` (64 MiB, Codex's cap) closes the client with 1009;
-- ``_write``: the app-server's messages -> the client. They wait in a queue of whole frames bounded by
-  ``queue_bytes``: past it the client is a slow consumer and is closed with 1008 (its upstream with 1001), so
-  the relay can always read the daemon at full speed and other clients are never slowed;
+- ``_write``: the app-server's messages -> the client. They wait in a queue of whole frames
+  (:class:`~proxy.serve.frame_queue.FrameQueue`) bounded by ``queue_bytes``: past it the client is a slow
+  consumer and is closed with 1008 (its upstream with 1001), so the relay can always read the daemon at full
+  speed and other clients are never slowed;
 - ``_keepalive``: a ping after ``ping_interval`` seconds with nothing received; none answered within
   ``ping_timeout`` closes the client with 1011.
 """
@@ -15,7 +16,6 @@ Three tasks (:meth:`WebSocketEndpoint.run`):
 from __future__ import annotations
 
 import logging
-from collections import deque
 
 import trio
 from wsproto.connection import ConnectionState, ConnectionType
@@ -24,17 +24,16 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessa
 from ..ending import Ending
 from ..errors import ExitStatus
 from ..fastws import Connection, Utf8Text  # wsproto's Connection with a fast path for whole data frames
-from ..fdio import direct_receiver, direct_sender, direct_writer
+from ..fdio import direct_receiver
 from ..messages import MessageAssembler, TooBig
 from ..upstream import Text
 from ..upstream_end import GOING_AWAY, MESSAGE_TOO_BIG
+from .frame_queue import FrameQueue
 from .relay_port import RelayPort, UpstreamPort
 
 log = logging.getLogger("codex_appserver")
 
 RECEIVE_BYTES = 256 * 1024
-#: Frames are written in sends of about this many bytes.
-SEND_BYTES = 256 * 1024
 #: Seconds the client gets to take its last messages and answer our close frame before the connection is dropped.
 FINISH_TIMEOUT = 10.0
 #: The same when the whole bridge is shutting down, which should take seconds at most.
@@ -76,8 +75,6 @@ class WebSocketEndpoint:
     ) -> None:
         self._stream = stream
         self._receive = direct_receiver(stream)
-        self._send = direct_sender(stream)
-        self._write_now = direct_writer(stream)  # None for TLS: every frame goes through the writer task
         self._peer = peer
         self._ws = Connection(ConnectionType.SERVER, trailing_data=trailing_data, utf8_text=True)
         self._limit = queue_bytes
@@ -85,12 +82,9 @@ class WebSocketEndpoint:
         self._messages = MessageAssembler(max_message_bytes)
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
-        self._queue: deque[bytes] = deque()
-        self._queued = 0
-        self._in_flight = 0
-        self._lot = trio.lowlevel.ParkingLot()
+        #: The frames waiting for the client, and the writer task's state.
+        self.frames = FrameQueue(stream)
         self._forwarding = True
-        self._broken = False
         self._eof = False
         self._reader_done = trio.Event()
         self._last_receive = trio.current_time()
@@ -193,7 +187,7 @@ class WebSocketEndpoint:
                 log.warning("%s: the client sent a binary message (%d bytes); dropped", self._peer, binary.size)
         elif isinstance(event, Ping):
             if self._ws.state is ConnectionState.OPEN:
-                self._put(self._ws.send(event.response()))
+                self.frames.put(self._ws.send(event.response()))
         elif isinstance(event, CloseConnection):
             self._closed(event)
             return False
@@ -214,7 +208,7 @@ class WebSocketEndpoint:
             )
         else:
             if state is ConnectionState.REMOTE_CLOSING:  # the client closed first: echo its code
-                self._put(self._ws.send(event.response()))
+                self.frames.put(self._ws.send(event.response()))
             self.close_code = int(event.code)
             self._end(ExitStatus.OK, None, None)
 
@@ -229,17 +223,17 @@ class WebSocketEndpoint:
         if self._ws.state is not ConnectionState.OPEN or not self._forwarding:
             return
         data = self._ws.send_texts(texts)
-        waiting = self._queued + self._in_flight
+        frames = self.frames
+        waiting = frames.queued + frames.in_flight
         if waiting and waiting + len(data) > self._limit:  # one message larger than the bound still goes out alone
             self._slow_consumer(waiting + len(data))
             return
         self.to_client += len(texts)
-        self._put(data)
+        frames.put(data)
 
     def _slow_consumer(self, size: int) -> None:
         self._forwarding = False
-        self._queue.clear()
-        self._queued = 0
+        self.frames.abandon()
         self._end(
             ExitStatus.SESSION_FAILED,
             f"the client is a slow consumer: {size} bytes would wait for it, over --client-queue-bytes "
@@ -248,58 +242,9 @@ class WebSocketEndpoint:
             "slow consumer",
         )
 
-    def _put(self, data: bytes) -> None:
-        if not data or self._broken:
-            return
-        if self._write_now is not None and not self._queue and not self._in_flight:
-            # Nothing waits: write now, in this task (no wake-up of the writer); it takes what is left.
-            try:
-                written = self._write_now(data)
-            except OSError:  # EAGAIN; any other error the writer meets again and reports
-                written = 0
-            if written == len(data):
-                return
-            data = data[written:]
-        self._queue.append(data)
-        self._queued += len(data)
-        self._lot.unpark_all()
-
     async def _write(self) -> None:
-        while True:
-            while not self._queue:
-                await self._lot.park()
-            chunks = [self._queue.popleft()]
-            size = len(chunks[0])
-            while self._queue and size + len(self._queue[0]) <= SEND_BYTES:
-                chunks.append(self._queue.popleft())
-                size += len(chunks[-1])
-            self._queued -= size
-            self._in_flight = size
-            try:
-                await self._send(b"".join(chunks) if len(chunks) > 1 else chunks[0])
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._broken = True
-                self._queue.clear()
-                self._queued = self._in_flight = 0
-                self._lot.unpark_all()
-                self._end(ExitStatus.OK, None, None)
-                return
-            self._in_flight = 0
-            self._lot.unpark_all()
-
-    @property
-    def queued_bytes(self) -> int:
-        """Bytes of frames waiting for the client or being written to it."""
-        return self._queued + self._in_flight
-
-    async def wait_queue_below(self, size: int) -> None:
-        """Wait until fewer than *size* bytes of frames wait for the client (or the connection broke)."""
-        while self._queued + self._in_flight >= size and not self._broken:
-            await self._lot.park()
-
-    async def _wait_flushed(self) -> None:
-        while (self._queue or self._in_flight) and not self._broken:
-            await self._lot.park()
+        await self.frames.write()  # returns once a send failed: the client's connection broke
+        self._end(ExitStatus.OK, None, None)
 
     # -- keepalive -------------------------------------------------------------------------------------
 
@@ -310,7 +255,7 @@ class WebSocketEndpoint:
                 await trio.sleep_until(due)
                 continue
             answered = self._answer = trio.Event()
-            self._put(self._ws.send(Ping(payload=KEEPALIVE_PAYLOAD)))
+            self.frames.put(self._ws.send(Ping(payload=KEEPALIVE_PAYLOAD)))
             with trio.move_on_after(self._ping_timeout):
                 await answered.wait()
             self._answer = None
@@ -335,15 +280,14 @@ class WebSocketEndpoint:
         with trio.move_on_after(self.finish_timeout):
             if self._ws.state is ConnectionState.OPEN:
                 code = code if code is not None else GOING_AWAY
-                self._put(self._ws.send(CloseConnection(code=code, reason=ending.downstream_reason or None)))
+                self.frames.put(self._ws.send(CloseConnection(code=code, reason=ending.downstream_reason or None)))
                 self.close_code = code
-            await self._wait_flushed()
-            if self._ws.state is ConnectionState.LOCAL_CLOSING and not self._broken:
+            await self.frames.wait_flushed()
+            if self._ws.state is ConnectionState.LOCAL_CLOSING and not self.frames.broken:
                 await self._reader_done.wait()
 
     def abandon(self) -> None:
-        self._queue.clear()
-        self._queued = 0
+        self.frames.abandon()
 
     def close(self) -> None:
         pass

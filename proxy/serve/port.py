@@ -179,8 +179,9 @@ class Port:
     async def pump(self) -> None:
         """Feed the endpoint from the session's log, a batch at a time, while the connection lasts."""
         endpoint = self.endpoint
+        frames = endpoint.frames
         while self.ending is None:
-            await endpoint.wait_queue_below(PUMP_LOW)
+            await frames.wait_below(PUMP_LOW)
             session = self.session
             texts = session.take(self, PUMP_BATCH) if session is not None else []
             if texts:
