@@ -13,6 +13,11 @@ it), :mod:`.pairing` (pairing URI, join codes, sans-I/O), :mod:`.devices` (the h
 :mod:`.devicehub` (identity, revocation, presence), :mod:`.control` (the control socket) and :mod:`.pairdesk`
 (join codes, ``POST /pair``); :mod:`.devices_cli` and :mod:`.joining` are the ``serve devices`` commands.
 
+Resumable sessions (issue 12): :mod:`.resume` (the protocol's messages and the session table, sans-I/O),
+:mod:`.replay` (the replay log), :mod:`.resumable` (one session), :mod:`.port` (one client connection of a
+session) and :mod:`.sessions` (the registry and the resume handshake). A client endpoint (:mod:`.client`) writes
+through :mod:`.frame_queue` and talks to a :mod:`.relay_port`.
+
 Where later work plugs in: resumable sessions select their subprotocol through ``Gate.known_subprotocols``
 and keep a relay's upstream while its :class:`~.client.WebSocketEndpoint` is replaced; ``--reconnect`` wraps
 the relay's upstream (:meth:`proxy.relay.Relay.upstream_ended`).
