@@ -38,6 +38,8 @@ RECEIVE_BYTES = 256 * 1024
 FINISH_TIMEOUT = 10.0
 #: The same when the whole bridge is shutting down, which should take seconds at most.
 SHUTDOWN_FINISH_TIMEOUT = 3.0
+#: The close reason every client gets (with 1001) when the bridge shuts down.
+SHUTDOWN_REASON = "the bridge is shutting down"
 
 #: RFC 6455 §7.4.1 close codes the bridge sends its clients.
 POLICY_VIOLATION = 1008

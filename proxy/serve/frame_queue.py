@@ -77,11 +77,6 @@ class FrameQueue:
             self.in_flight = 0
             self._lot.unpark_all()
 
-    @property
-    def queued_bytes(self) -> int:
-        """Bytes of frames waiting for the client or being written to it."""
-        return self.queued + self.in_flight
-
     async def wait_below(self, size: int) -> None:
         """Wait until fewer than *size* bytes of frames wait for the client (or the connection broke)."""
         while self.queued + self.in_flight >= size and not self.broken:

@@ -22,7 +22,7 @@ from ..errors import ExitStatus
 from ..handshake import HandshakeResponse
 from ..trace import Tap
 from ..upstream_end import GOING_AWAY
-from .client import SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
+from .client import SHUTDOWN_FINISH_TIMEOUT, SHUTDOWN_REASON, WebSocketEndpoint
 from .options import ServeOptions
 from .port import Port
 from .replay import RewindError
@@ -48,7 +48,6 @@ access = logging.getLogger("codex_appserver.access")
 
 #: The endpoint's own slow-consumer limit is not used for resumable clients: the log decides.
 NO_LIMIT = 1 << 62
-SHUTDOWN_REASON = "the bridge is shutting down"
 
 
 def credentials_of(token_required: bool, device_sha256: str | None = None) -> str:

@@ -26,7 +26,7 @@ from ..reconnect import Reconnect
 from ..relay import Relay
 from ..trace import Tap
 from ..upstream_end import GOING_AWAY
-from .client import SHUTDOWN_FINISH_TIMEOUT, WebSocketEndpoint
+from .client import SHUTDOWN_FINISH_TIMEOUT, SHUTDOWN_REASON, WebSocketEndpoint
 from .http import ServerHandshake
 from .listen import printable, respond
 from .notify import Notifier
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("codex_appserver")
 #: One line per connection at open and at close, shown at the default verbosity.
 access = logging.getLogger("codex_appserver.access")
-
-SHUTDOWN_REASON = "the bridge is shutting down"
 
 
 class UpgradedClients:
