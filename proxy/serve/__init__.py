@@ -9,9 +9,10 @@ app-server connection) and :mod:`.listen` (sockets). :mod:`.command` is the clic
 
 Devices (issue 13): :mod:`.roles` (the observer allowlist, sans-I/O) and :mod:`.guard` (the relay that applies
 it), :mod:`.pairing` (pairing URI, join codes, sans-I/O), :mod:`.devices` (the hashed token store),
-:mod:`.state` (what a running bridge announces), :mod:`.selfsigned` (``--tls-self-signed``); at run time
-:mod:`.devicehub` (identity, revocation, presence), :mod:`.control` (the control socket) and :mod:`.pairdesk`
-(join codes, ``POST /pair``); :mod:`.devices_cli` and :mod:`.joining` are the ``serve devices`` commands.
+:mod:`.state` (what a running bridge announces), :mod:`.statedir` (our 0700 folder, files written 0600),
+:mod:`.selfsigned` (``--tls-self-signed``); at run time :mod:`.devicehub` (identity, revocation, presence),
+:mod:`.control` (the control socket) and :mod:`.pairdesk` (join codes, ``POST /pair``); :mod:`.devices_cli`
+and :mod:`.joining` are the ``serve devices`` commands.
 
 Resumable sessions (issue 12): :mod:`.resume` (the protocol's messages and the session table, sans-I/O),
 :mod:`.replay` (the replay log), :mod:`.resumable` (one session), :mod:`.port` (one client connection of a

@@ -91,8 +91,8 @@ def serve_options(
         ``--remote`` or ``--notify-command`` (2).
     :raises PermissionDenied: ``--remote-auth-token-env`` for a non-loopback plain ``ws://`` host (77).
     """
-    from .devices import state_dir
     from .selfsigned import file_fingerprint
+    from .statedir import state_dir
 
     host, port = bind
     folder = state_dir(os.environ)

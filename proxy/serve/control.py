@@ -17,8 +17,8 @@ from typing import Any
 import trio
 
 from ..errors import LocalIOError
-from .devices import ensure_state_dir
 from .state import CONTROL_SOCKET
+from .statedir import ensure_state_dir
 
 log = logging.getLogger("codex_appserver")
 

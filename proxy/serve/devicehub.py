@@ -25,12 +25,13 @@ from ..relay import Relay
 from ..upstream_end import GOING_AWAY
 from .auth import Offer, Token
 from .control import LineReader, open_control_socket, send_json
-from .devices import DeviceStore, DeviceWatch, ensure_state_dir, identify, utc_now
+from .devices import DeviceStore, DeviceWatch, identify, utc_now
 from .http import ServerHandshake
 from .pairdesk import PairDesk
 from .roles import REVOKED_CODE, REVOKED_REASON, Identity
 from .rules import HttpRequest, Respond
 from .state import BridgeState, Presence, read_state, write_state
+from .statedir import ensure_state_dir
 
 log = logging.getLogger("codex_appserver")
 access = logging.getLogger("codex_appserver.access")

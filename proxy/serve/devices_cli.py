@@ -47,7 +47,7 @@ def _run(function: Callable[[], T]) -> T:
 
 
 def _folder() -> Path:
-    from .devices import state_dir
+    from .statedir import state_dir
 
     return state_dir(os.environ)
 

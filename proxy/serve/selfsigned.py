@@ -21,7 +21,7 @@ import ssl
 from pathlib import Path
 
 from ..errors import LocalIOError
-from .devices import ensure_state_dir, state_dir, write_private
+from .statedir import ensure_state_dir, state_dir, write_private
 
 CERT_FILE = "tls-cert.pem"
 KEY_FILE = "tls-key.pem"

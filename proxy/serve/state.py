@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .devices import write_private
+from .statedir import write_private
 
 STATE_FILE = "bridge.json"
 CONTROL_SOCKET = "control.sock"
