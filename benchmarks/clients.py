@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from .procfs import cpu_seconds, peak_rss_bytes
+from .procfs import HighWater, cpu_seconds
 
 #: No output for this long while bytes are still owed fails the run, in seconds.
 STALL_SECONDS = 30.0
@@ -64,7 +64,7 @@ class Stream:
     seconds: float
     cpu_seconds: float | None  # the client's own CPU time (None: the in-process client)
     echo_cpu_seconds: float
-    peak_rss: int | None  # VmHWM of the tool process at the end, in bytes
+    peak_rss: int | None  # the tool process's peak RSS while streaming (:class:`~benchmarks.procfs.HighWater`), bytes
 
 
 def _where(expected: bytes, pos: int, chunk: bytes) -> str:
@@ -194,34 +194,19 @@ class Running:
         errors: list[BaseException] = []
         cpu = cpu_seconds(self.proc.pid)
         echo_cpu = cpu_seconds(echo_pid)
-        start = time.perf_counter()
-        thread = start_writer(lambda view: os.write(self._stdin, view), data, errors, self.proc.stdin.close)
-        check_chunks(self.read, data, self.name)
-        seconds = time.perf_counter() - start
-        result = Stream(
-            seconds,
-            cpu_seconds(self.proc.pid) - cpu,
-            cpu_seconds(echo_pid) - echo_cpu,
-            self._peak_rss(),
-        )
+        with HighWater(self.proc.pid) as high_water:
+            start = time.perf_counter()
+            thread = start_writer(lambda view: os.write(self._stdin, view), data, errors, self.proc.stdin.close)
+            check_chunks(self.read, data, self.name)
+            seconds = time.perf_counter() - start
+        # A tool that has ended meanwhile (the proxy ends soon after its last line once stdin is closed) is a
+        # zombie until finish() reaps it: its CPU time (schedstat) is still readable and includes its exit,
+        # about 6 ms for the proxy here.
+        result = Stream(seconds, cpu_seconds(self.proc.pid) - cpu, cpu_seconds(echo_pid) - echo_cpu, high_water.peak)
         thread.join()
         if errors:
             raise BenchFailure(f"{self.name}: writing stdin failed: {errors[0]}")
         return result
-
-    def _peak_rss(self) -> int:
-        """The tool's peak RSS so far, in bytes.
-
-        A tool that has ended meanwhile (the proxy ends soon after its last line once stdin is closed) has no
-        VmHWM left: its whole life's peak comes from ``wait4`` instead, which reaps it. Its CPU time
-        (schedstat, still readable) then includes its exit, about 6 ms for the proxy here.
-        """
-        try:
-            return peak_rss_bytes(self.proc.pid)
-        except RuntimeError:
-            _, status, usage = os.wait4(self.proc.pid, 0)
-            self.proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage.ru_maxrss * 1024  # KiB on Linux
 
     def round_trips(self, lines: Sequence[bytes]) -> list[float]:
         """Send each line once the previous one is back; the round-trip time of each, in seconds."""

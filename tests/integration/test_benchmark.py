@@ -7,12 +7,16 @@ Behaviour only: no speed is asserted here (speed is what the benchmark itself re
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import trio
 
 ROOT = Path(__file__).resolve().parents[2]
+MiB = 1024 * 1024
 
 
 async def test_smoke_mode_completes_with_every_byte_checked(tmp_path: Path) -> None:
@@ -70,3 +74,21 @@ async def test_a_table_of_a_file_that_is_not_a_run_is_one_line_and_status_2(tmp_
         assert done.returncode == 2
         assert done.stdout == b""
         assert done.stderr.decode() == f"benchmarks: cannot print the table of {path}: {reason}\n"
+
+
+def test_high_water_is_the_tools_own_peak_not_its_parents() -> None:
+    """A child of a process holding 256 MiB: ``wait4`` says at least 256 MiB (Linux keeps the pre-exec mark),
+    :class:`benchmarks.procfs.HighWater` says what the child itself used (32 MiB and the interpreter)."""
+    from benchmarks.procfs import HighWater
+
+    held = bytearray(256 * MiB)
+    held[::4096] = b"x" * len(held[::4096])  # touch every page: resident
+    uses_32_mib = "import time; x = bytearray(32 << 20); x[::4096] = b'y' * len(x[::4096]); time.sleep(0.3)"
+    child = subprocess.Popen([sys.executable, "-c", uses_32_mib])
+    with HighWater(child.pid) as high_water:
+        time.sleep(0.5)  # the child has ended before the last readings
+    _, _, usage = os.wait4(child.pid, 0)
+    del held
+    assert high_water.peak is not None
+    assert 32 * MiB <= high_water.peak < 128 * MiB
+    assert usage.ru_maxrss * 1024 >= 256 * MiB  # the measurement this replaces
