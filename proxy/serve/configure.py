@@ -91,25 +91,29 @@ def serve_options(
         ``--remote`` or ``--notify-command`` (2).
     :raises PermissionDenied: ``--remote-auth-token-env`` for a non-loopback plain ``ws://`` host (77).
     """
+    from .devices import DeviceStore
     from .selfsigned import file_fingerprint
     from .statedir import state_dir
 
     host, port = bind
     folder = state_dir(os.environ)
-    target, token, tls = _target_token_tls(
-        host,
-        port,
-        sock,
-        remote,
-        remote_auth_token_env,
-        cacert,
-        token_file,
-        token_env,
-        tls_cert,
-        tls_key,
-        allow_plain_ws,
-        folder,
+    token: Token | None = None
+    if token_file is not None:
+        token = read_token_file(token_file)
+    elif token_env is not None:
+        token = token_from_env(token_env, os.environ)
+    has_devices = bool(DeviceStore(folder).load())  # device tokens count as tokens for the bind policy
+    refusal = bind_refusal(host, token is not None or has_devices, tls_cert is not None, allow_plain_ws)
+    if refusal is not None:
+        raise UsageError(refusal)
+    tls = tls_context(tls_cert, tls_key) if tls_cert is not None else None
+    target: Target = (
+        remote_target(remote, remote_auth_token_env, os.environ, cacert)
+        if remote is not None
+        else UnixTarget(socket_path(sock, os.environ, Path.cwd()))
     )
+    if isinstance(target, RemoteTarget) and target.token:
+        SECRETS.add(target.token)  # redacted from every log line from here on
     notify_argv = parse_notify_command(notify_command) if notify_command is not None else ()
     return ServeOptions(
         host=host,
@@ -134,41 +138,3 @@ def serve_options(
         reconnect_timeout=reconnect_timeout,
         notify_reconnect=notify_reconnect,
     )
-
-
-def _target_token_tls(
-    host: str,
-    port: int,
-    sock: str | None,
-    remote: str | None,
-    remote_auth_token_env: str | None,
-    cacert: str | None,
-    token_file: str | None,
-    token_env: str | None,
-    tls_cert: str | None,
-    tls_key: str | None,
-    allow_plain_ws: bool,
-    folder: Path,
-) -> tuple[Target, Token | None, ssl.SSLContext | None]:
-    """The app-server each client is relayed to, the bridge's token and its TLS context; the bind policy is checked
-    once the token is known (device tokens in *folder* count as tokens)."""
-    token: Token | None = None
-    if token_file is not None:
-        token = read_token_file(token_file)
-    elif token_env is not None:
-        token = token_from_env(token_env, os.environ)
-    from .devices import DeviceStore
-
-    has_devices = bool(DeviceStore(folder).load())  # device tokens count as tokens for the bind policy
-    refusal = bind_refusal(host, token is not None or has_devices, tls_cert is not None, allow_plain_ws)
-    if refusal is not None:
-        raise UsageError(refusal)
-    tls = tls_context(tls_cert, tls_key) if tls_cert is not None else None
-    target: Target = (
-        remote_target(remote, remote_auth_token_env, os.environ, cacert)
-        if remote is not None
-        else UnixTarget(socket_path(sock, os.environ, Path.cwd()))
-    )
-    if isinstance(target, RemoteTarget) and target.token:
-        SECRETS.add(target.token)  # redacted from every log line from here on
-    return target, token, tls
