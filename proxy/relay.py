@@ -53,10 +53,9 @@ class Downstream(Protocol):
 
     The endpoint reads its client in its own tasks and hands the messages of each read to
     :meth:`Relay.forward_all` (after ``await relay.upstream.wait_writable()``: read no faster than the app-server
-    takes them); the relay hands it
-    the app-server's messages with :meth:`deliver`, which never blocks: the endpoint queues them, bounded by its
-    own rule (the stdio endpoint spools to disk, a WebSocket client past its queue limit is closed as a slow
-    consumer). To end, an endpoint calls :meth:`Relay.end`.
+    takes them); the relay hands it the app-server's messages with :meth:`deliver`, which never blocks: the
+    endpoint queues them, bounded by its own rule (the stdio endpoint spools to disk, a WebSocket client past its
+    queue limit is closed as a slow consumer). To end, an endpoint calls :meth:`Relay.end`.
     """
 
     #: The close code for the client when the upstream connection ends on its own (None: the stdio endpoint).
